@@ -1,0 +1,1 @@
+"""gepa-sidecar."""

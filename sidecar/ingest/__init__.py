@@ -1,0 +1,1 @@
+"""Ingest: read traffic from Kafka, validate, sample, dedupe, store; dead-letter the malformed."""

@@ -1,0 +1,83 @@
+"""Decide whether a record's bytes are a TrafficEvent, and if not, say why in a few words.
+
+Pure: no Kafka, no database. The reason codes are what operators see in the dead-letter header.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import ValidationError
+
+from sidecar.events import EVENT_SCHEMA_VERSION, MAX_EVENT_BYTES, TrafficEvent
+
+Reason = Literal[
+    "too_large",
+    "empty",
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "unsupported_schema_version",
+    "missing_field",
+    "wrong_type",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record is not a valid event; `prompt_hint` labels the counter when it can be read."""
+
+    reason: Reason
+    detail: str
+    prompt_hint: str | None = None
+
+
+def parse_event(value: bytes | None) -> TrafficEvent | Rejection:
+    """Validate one record value; never raises for bad input."""
+    if value is None or len(value) == 0:
+        return Rejection("empty", "record has no value")
+    if len(value) > MAX_EVENT_BYTES:
+        return Rejection("too_large", f"value is {len(value)} bytes, limit is {MAX_EVENT_BYTES}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection("not_utf8", f"byte {exc.start} is not UTF-8")
+    try:
+        return TrafficEvent.model_validate_json(text)
+    except ValidationError as exc:
+        return _explain(exc, text)
+
+
+def _explain(exc: ValidationError, text: str) -> Rejection:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        return Rejection("not_json", _one_line(first["msg"]))
+    if kind == "model_type":
+        return Rejection("not_object", "top-level JSON value is not an object")
+    hint = _prompt_hint(text)
+    for error in errors:
+        if error["loc"][:1] == ("schema_version",) and error["type"] != "missing":
+            return Rejection(
+                "unsupported_schema_version",
+                f"schema_version must be {EVENT_SCHEMA_VERSION}",
+                hint,
+            )
+    reason: Reason = "missing_field" if kind == "missing" else "wrong_type"
+    where = ".".join(str(part) for part in first["loc"]) or "value"
+    return Rejection(reason, _one_line(f"{where}: {first['msg']}"), hint)
+
+
+def _prompt_hint(text: str) -> str | None:
+    try:
+        name = json.loads(text).get("prompt_name")
+    except (ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())[:300]

@@ -1,0 +1,104 @@
+"""Typed settings from `SIDECAR_*` environment variables (and `.env`), checked once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sidecar.errors import ConfigError
+
+ENV_PREFIX = "SIDECAR_"
+
+_CRON_FIELD_CHARS = set("0123456789*/,-?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class Settings(BaseSettings):
+    """Everything the sidecar can be told; frozen so one object is shared by every stage."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    kafka_bootstrap_servers: str | None = None
+    traffic_topic: str = "gepa.traffic"
+    dlq_topic: str = "gepa.traffic.dlq"
+    prompts_topic: str = "gepa.prompts"
+    consumer_group: str = "gepa-sidecar"
+    kafka_session_timeout_ms: Annotated[int, Field(ge=1000, le=3_600_000)] = 10_000
+    kafka_heartbeat_interval_ms: Annotated[int, Field(ge=100, le=600_000)] = 3_000
+    sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    ingest_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    ingest_queue_batches: Annotated[int, Field(ge=1, le=64)] = 4
+
+    database_url: str = "sqlite:///./sidecar.db"
+
+    judge_model: str = "openai/local"
+    task_model: str = "openai/local"
+    reflection_model: str = "openai/local"
+    judge_api_base: str | None = None
+    task_api_base: str | None = None
+    reflection_api_base: str | None = None
+    judge_api_key: SecretStr | None = None
+    task_api_key: SecretStr | None = None
+    reflection_api_key: SecretStr | None = None
+
+    optimize_schedule: str = "3600"
+    run_budget_usd: Annotated[float, Field(ge=0.0)] = 1.0
+    run_max_metric_calls: Annotated[int, Field(ge=1)] = 500
+
+    publish_dir: Path = Path("./prompts")
+    admin_token: SecretStr | None = None
+    http_host: str = "0.0.0.0"
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    config_file: Path | None = None
+
+    @field_validator("kafka_heartbeat_interval_ms")
+    @classmethod
+    def _heartbeat_below_session(cls, value: int, info: ValidationInfo) -> int:
+        session = info.data.get("kafka_session_timeout_ms")
+        if session is not None and value >= session:
+            raise ValueError("must be lower than SIDECAR_KAFKA_SESSION_TIMEOUT_MS")
+        return value
+
+    @field_validator("optimize_schedule")
+    @classmethod
+    def _schedule_is_seconds_or_cron(cls, value: str) -> str:
+        text = value.strip()
+        if text.isdigit():
+            if int(text) <= 0:
+                raise ValueError("seconds must be positive")
+            return text
+        fields = text.split()
+        if len(fields) != 5 or any(set(f) - _CRON_FIELD_CHARS for f in fields):
+            raise ValueError("must be a number of seconds or a 5-field cron expression")
+        return text
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @field_validator("config_file")
+    @classmethod
+    def _config_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning the first validation problem into one line naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ENV_PREFIX + "_".join(str(part) for part in first["loc"][:1]).upper()
+        given = first.get("input")
+        secret = name.endswith(("_KEY", "_TOKEN"))
+        shown = "" if secret or isinstance(given, dict) or given is None else f" (got {given!r})"
+        raise ConfigError(f"{name}: {first['msg']}{shown}") from None

@@ -1,0 +1,157 @@
+"""The schema of the whole loop. Every stage reads and writes these rows; nothing is pickled.
+
+Alembic migrations under `migrations/` create exactly this schema (a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(SQLModel, table=True):
+    """A sampled, valid traffic event; `event_id` is unique: a redelivery is never a second row."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_prompt_received", "prompt_name", "received_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=36, unique=True)
+    prompt_name: str = Field(max_length=200)
+    prompt_version: int
+    timestamp: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    inputs: dict[str, str] = Field(sa_column=Column(JSONType, nullable=False))
+    output: str = Field(sa_column=Column(Text, nullable=False))
+    trace: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType))
+    meta: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSONType))
+    segment: str | None = Field(default=None, max_length=200)
+    source_partition: int
+    source_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class IngestCount(SQLModel, table=True):
+    """Running totals per prompt and outcome, updated in the batch's own transaction."""
+
+    __tablename__ = "ingest_counts"
+
+    prompt_name: str = Field(primary_key=True, max_length=200)
+    outcome: str = Field(primary_key=True, max_length=32)
+    count: int = 0
+
+
+class Judgment(SQLModel, table=True):
+    """The judge's score and feedback for one event under one judge version (model + rubric)."""
+
+    __tablename__ = "judgments"
+    __table_args__ = (UniqueConstraint("event_row_id", "judge_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_row_id: int = Field(foreign_key="events.id", index=True)
+    prompt_name: str = Field(max_length=200, index=True)
+    prompt_version: int
+    judge_version: str = Field(max_length=128)
+    status: str = Field(max_length=16)
+    score: float | None = None
+    feedback: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = 0
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class OptimizationRun(SQLModel, table=True):
+    """One GEPA run: its budget, what it spent, how it ended, and the frontier it left."""
+
+    __tablename__ = "optimization_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_name: str = Field(max_length=200, index=True)
+    status: str = Field(max_length=16)
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    budget: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    metric_calls: int = 0
+    cost_usd: float = 0.0
+    frontier: list[int] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Candidate(SQLModel, table=True):
+    """A prompt version: named text components, its parents, and where it is in the lifecycle."""
+
+    __tablename__ = "candidates"
+    __table_args__ = (UniqueConstraint("prompt_name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_name: str = Field(max_length=200, index=True)
+    version: int
+    status: str = Field(max_length=32, index=True)
+    components: dict[str, str] = Field(sa_column=Column(JSONType, nullable=False))
+    sha256: str = Field(max_length=64)
+    parents: list[int] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    origin_run_id: int | None = Field(default=None, foreign_key="optimization_runs.id")
+    mutation_summary: str | None = Field(default=None, sa_column=Column(Text))
+    flags: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    evidence: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    approved_by: str | None = Field(default=None, max_length=200)
+    approved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Evaluation(SQLModel, table=True):
+    """A candidate's output and judged score on one event: the cache that is never paid twice."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("candidate_id", "event_row_id", "judge_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    candidate_id: int = Field(foreign_key="candidates.id", index=True)
+    event_row_id: int = Field(foreign_key="events.id")
+    judge_version: str = Field(max_length=128)
+    run_id: int | None = Field(default=None, foreign_key="optimization_runs.id")
+    output: str = Field(sa_column=Column(Text, nullable=False))
+    score: float
+    feedback: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AuditEntry(SQLModel, table=True):
+    """One lifecycle transition: who moved which version from what to what, when, and why."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_name: str = Field(max_length=200, index=True)
+    version: int
+    from_status: str | None = Field(default=None, max_length=32)
+    to_status: str = Field(max_length=32)
+    actor: str = Field(max_length=200)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class OutboxEntry(SQLModel, table=True):
+    """A publication owed to one target; written with the approval, delivered exactly once."""
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_name: str = Field(max_length=200)
+    version: int
+    target: str = Field(max_length=32)
+    document: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
+    status: str = Field(max_length=16, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
