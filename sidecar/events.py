@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-EVENT_SCHEMA_VERSION = 1
-PROMPT_SCHEMA_VERSION = 1
+EVENT_SCHEMA_VERSION: Final = 1
+PROMPT_SCHEMA_VERSION: Final = 1
 MAX_EVENT_BYTES = 1024 * 1024
 
 PromptName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -109,3 +110,12 @@ class PromptDocument(BaseModel):
             sha256=components_sha256(components),
             **fields,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedEvent:
+    """A valid event and where it was read in the traffic topic."""
+
+    event: TrafficEvent
+    partition: int
+    offset: int

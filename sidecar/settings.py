@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sidecar.errors import ConfigError
@@ -102,3 +111,42 @@ def load_settings(**overrides: object) -> Settings:
         secret = name.endswith(("_KEY", "_TOKEN"))
         shown = "" if secret or isinstance(given, dict) or given is None else f" (got {given!r})"
         raise ConfigError(f"{name}: {first['msg']}{shown}") from None
+
+
+class PromptSpec(BaseModel):
+    """One managed prompt in CONFIG_FILE: its seed components, how to run it, how to judge it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
+    seed: Annotated[dict[str, str], Field(min_length=1)]
+    task: dict[str, Any] | None = None
+    judge: dict[str, Any] | None = None
+
+
+class PromptsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompts: list[PromptSpec] = Field(default_factory=list)
+
+
+def load_prompts_config(path: Path | None) -> PromptsConfig:
+    """Read CONFIG_FILE; any problem is one line naming SIDECAR_CONFIG_FILE and where it is."""
+    if path is None:
+        return PromptsConfig()
+    setting = f"{ENV_PREFIX}CONFIG_FILE"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        problem = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{setting}: cannot read {path}: {problem}") from None
+    try:
+        config = PromptsConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "top level"
+        raise ConfigError(f"{setting}: {path}: {where}: {first['msg']}") from None
+    names = [prompt.name for prompt in config.prompts]
+    if len(names) != len(set(names)):
+        raise ConfigError(f"{setting}: {path}: prompt names must be unique")
+    return config

@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test test-fast lint bench reliability clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(BIN)/gepa-sidecar: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --all-extras
+	@touch $@
+
+install: $(BIN)/gepa-sidecar ## create .venv from uv.lock
+
+demo: install ## embedded broker + sidecar + example traffic
+	$(BIN)/gepa-sidecar demo
+
+lint: install
+	$(BIN)/ruff check sidecar tests bench examples
+	$(BIN)/ruff format --check sidecar tests bench examples
+	$(BIN)/mypy
+
+test: install lint ## the whole suite: unit, integration (real broker, SQLite, PostgreSQL, HTTP)
+	$(BIN)/pytest -q
+
+bench: install ## benchmarks, each printing one JSON line
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) demo-data .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""The HTTP API: health, readiness and metrics now; prompts and candidates as they land."""

@@ -1,0 +1,146 @@
+"""The `gepa-sidecar` command. Every command exits non-zero with one line on bad input; `--json`
+gives machine output. Commands other than `run`, `demo` and `broker` are clients of the same
+database a running sidecar uses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sidecar.errors import ConfigError, InputError, SidecarError
+from sidecar.settings import Settings, load_settings
+
+cli = typer.Typer(
+    name="gepa-sidecar",
+    help="Improve a production chatbot's prompt from its own live traffic, safely.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kafka", "uvicorn", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _stop_on_signals(stop: Any) -> None:
+    """SIGTERM and SIGINT only ask for a stop; the loops finish their batch and close."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop())
+
+
+@cli.command()
+def run() -> None:
+    """Run everything: consumer, HTTP API (and, as they land, judge, scheduler, publishers)."""
+    from sidecar.runtime.app import App
+
+    settings = load_settings()
+    _configure_logging()
+    app = App(settings)
+    _stop_on_signals(app.stop)
+    app.run()
+
+
+@cli.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to listen on.")] = 9092,
+    partitions: Annotated[int, typer.Option(help="Partitions of the traffic topic.")] = 1,
+) -> None:
+    """Start the embedded Kafka-compatible broker (memory only) with the sidecar's topics."""
+    from sidecar.runtime.broker import EmbeddedBroker
+    from sidecar.runtime.kafka import ensure_topics
+
+    settings = load_settings()
+    _configure_logging()
+    stopped = threading.Event()
+    _stop_on_signals(stopped.set)
+    with EmbeddedBroker(port=port) as embedded:
+        servers = embedded.bootstrap_servers
+        ensure_topics(servers, [settings.traffic_topic, settings.dlq_topic], partitions)
+        ensure_topics(servers, [settings.prompts_topic], compacted=[settings.prompts_topic])
+        typer.echo(f"embedded broker listening: SIDECAR_KAFKA_BOOTSTRAP_SERVERS={servers}")
+        stopped.wait()
+
+
+@cli.command()
+def demo(
+    events: Annotated[int, typer.Option(help="How many example events to stream.")] = 200,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its database.")] = Path(
+        "demo-data"
+    ),
+) -> None:
+    """Start an embedded broker and the sidecar, stream example traffic, show what was counted."""
+    from sidecar.runtime.demo import run_demo
+
+    _configure_logging()
+    run_demo(events=events, data_dir=data_dir, echo=typer.echo)
+
+
+@cli.command()
+def status(json_output: JsonFlag = False) -> None:
+    """Counts of consumed events, optimization spend, and each prompt's active version."""
+    from sidecar.store.database import create_database_engine, migrate
+    from sidecar.store.repository import status_summary
+
+    settings = load_settings()
+    _require_database(settings)
+    engine = create_database_engine(settings.database_url)
+    migrate(engine)
+    summary = status_summary(engine)
+    engine.dispose()
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    typer.echo(_format_status(summary))
+
+
+def _require_database(settings: Settings) -> None:
+    """A client command must not create an empty SQLite file because of a typo."""
+    url = settings.database_url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise InputError(
+                f"SIDECAR_DATABASE_URL: no database at {path} (has `gepa-sidecar run` started?)"
+            )
+
+
+def _format_status(summary: dict[str, Any]) -> str:
+    events = summary["events"]
+    optimization = summary["optimization"]
+    lines = [
+        "events     " + "  ".join(f"{name}={events[name]}" for name in sorted(events)),
+        f"optimize   runs={optimization['runs']}  metric_calls={optimization['metric_calls']}"
+        f"  cost_usd={optimization['cost_usd']:.4f}",
+    ]
+    for name, prompt in summary["prompts"].items():
+        lines.append(f"prompt     {name}  active_version={prompt['active_version']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Entry point: a SidecarError becomes one line on stderr and exit code 2 (bad input or
+    config) or 1 (a failure at run time)."""
+    try:
+        cli()
+    except (ConfigError, InputError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except SidecarError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)

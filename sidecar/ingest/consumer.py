@@ -1,0 +1,222 @@
+"""The traffic consumer: poll → plan → write (dead-letter + store, on a writer thread) → commit.
+
+Offsets are committed only after their batch is stored, so a crash anywhere redelivers and the
+unique event id turns the redelivery into a counted duplicate. The writer runs beside the poll
+loop so fetching overlaps storing; when it falls behind, the poll loop pauses its partitions
+(backpressure) but keeps polling so the group does not evict it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy import Engine
+
+from sidecar.errors import BrokerError, StoreError
+from sidecar.ingest.batch import BatchPlan, plan_batch
+from sidecar.ingest.dead_letter import DeadLetterQueue
+from sidecar.metrics import Metrics
+from sidecar.settings import Settings
+from sidecar.store.repository import store_events
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 200
+LAG_INTERVAL_S = 5.0
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 30.0
+REVOKE_DRAIN_S = 10.0
+
+Offsets = dict[tuple[str, int], int]
+
+
+class TrafficConsumer:
+    """Owns the Kafka consumer and the dead-letter producer; `run()` blocks until `stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap_servers: str,
+        engine: Engine,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._metrics = metrics
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._assigned = threading.Event()
+        self._pending: queue.Queue[BatchPlan | None] = queue.Queue(settings.ingest_queue_batches)
+        self._stored: queue.Queue[Offsets] = queue.Queue()
+        self._uncommitted: Offsets = {}
+        self._committed: Offsets = {}
+        self._paused = False
+        self._lag_checked = 0.0
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap_servers,
+                group_id=settings.consumer_group,
+                client_id="gepa-sidecar",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=settings.ingest_batch_size,
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+                heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            )
+        except KafkaError as exc:
+            raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+        self._dead_letters = DeadLetterQueue(bootstrap_servers, settings.dlq_topic)
+
+    @property
+    def assigned(self) -> bool:
+        """True once the group has given this consumer partitions (readiness)."""
+        return self._assigned.is_set()
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and return; safe from a signal handler."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        self._consumer.subscribe([self._settings.traffic_topic], listener=_Rebalance(self))
+        writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        writer.start()
+        try:
+            while not self._stopping.is_set():
+                self._commit_stored()
+                self._poll_once()
+                self._report_lag()
+        finally:
+            self._pending.put(None)
+            writer.join()
+            self._commit_stored()
+            self._consumer.close(autocommit=False)
+            self._dead_letters.close()
+
+    def _poll_once(self) -> None:
+        if self._pending.full():
+            self._pause(True)
+            self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+            return
+        self._pause(False)
+        polled = self._consumer.poll(
+            timeout_ms=POLL_TIMEOUT_MS, max_records=self._settings.ingest_batch_size
+        )
+        records = [record for batch in polled.values() for record in batch]
+        if records:
+            self._pending.put(plan_batch(records, self._settings.sample_rate))
+
+    def _pause(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        partitions = self._consumer.assignment()
+        if paused:
+            self._consumer.pause(*partitions)
+        else:
+            self._consumer.resume(*partitions)
+        self._paused = paused
+
+    def _write_loop(self) -> None:
+        """Carry out plans in order; after one is abandoned (stopping while the store is down)
+        the later ones are dropped too, since committing them would skip its records."""
+        abandoned = False
+        while True:
+            plan = self._pending.get()
+            try:
+                if plan is None:
+                    return
+                if not abandoned:
+                    abandoned = not self._carry_out(plan)
+            finally:
+                self._pending.task_done()
+
+    def _carry_out(self, plan: BatchPlan) -> bool:
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                if plan.dead_letters:
+                    self._dead_letters.send(plan.dead_letters)
+                    plan.dead_letters = []
+                counts = store_events(self._engine, plan.consumed, plan.outcomes, self._clock())
+            except (StoreError, BrokerError) as exc:
+                log.warning("ingest batch not stored, retrying in %.1fs: %s", delay, exc)
+                if self._stopping.wait(delay):
+                    return False
+                delay = min(RETRY_MAX_S, delay * 2) * random.uniform(0.8, 1.2)
+                continue
+            self._metrics.count_outcomes(counts)
+            self._stored.put(plan.next_offsets)
+            return True
+
+    def _commit_stored(self) -> None:
+        while not self._stored.empty():
+            for position, offset in self._stored.get_nowait().items():
+                self._uncommitted[position] = max(offset, self._uncommitted.get(position, 0))
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        owned = {p: o for p, o in self._uncommitted.items() if p in assigned}
+        self._uncommitted = owned
+        if not owned:
+            return
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in owned.items()
+        }
+        try:
+            self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("commit refused after a rebalance; records will be redelivered: %s", exc)
+            self._uncommitted.clear()
+        except KafkaError as exc:
+            log.warning("commit failed, will retry: %s", exc)
+        else:
+            self._committed.update(owned)
+            self._uncommitted.clear()
+
+    def drain(self) -> None:
+        """Store what is in flight and commit it: called before partitions are taken away."""
+        deadline = time.monotonic() + REVOKE_DRAIN_S
+        while self._pending.unfinished_tasks and time.monotonic() < deadline:
+            if self._stopping.wait(0.01):
+                break
+        self._commit_stored()
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_checked < LAG_INTERVAL_S:
+            return
+        self._lag_checked = now
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            done = self._committed.get((tp.topic, tp.partition))
+            if done is None:
+                done = self._consumer.position(tp) or 0
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
+
+    def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        if partitions:
+            self._assigned.set()
+        else:
+            self._assigned.clear()
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: TrafficConsumer) -> None:
+        self._owner = owner
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._owner.drain()
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._owner.on_assigned(assigned)

@@ -1,0 +1,69 @@
+"""The dead-letter topic: every malformed record is re-published with why, and where it was."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from sidecar.errors import BrokerError
+from sidecar.events import MAX_EVENT_BYTES
+from sidecar.ingest.batch import DeadLetter
+
+REASON_HEADER = "gepa.dlq.reason"
+DETAIL_HEADER = "gepa.dlq.detail"
+SOURCE_HEADER = "gepa.dlq.source"
+TRUNCATED_HEADER = "gepa.dlq.truncated-from-bytes"
+PREVIEW_BYTES = 64 * 1024
+SEND_TIMEOUT_S = 30.0
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    record = letter.record
+    kept = [(name, value or b"") for name, value in (record.headers or [])]
+    return [
+        *kept,
+        (REASON_HEADER, letter.rejection.reason.encode()),
+        (DETAIL_HEADER, letter.rejection.detail.encode()),
+        (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode()),
+    ]
+
+
+class DeadLetterQueue:
+    """Sends malformed records to the DLQ topic and waits until the broker has them."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.topic = topic
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap_servers,
+                acks="all",
+                max_request_size=2 * MAX_EVENT_BYTES,
+                linger_ms=5,
+            )
+        except KafkaError as exc:
+            raise BrokerError(f"cannot start the dead-letter producer: {exc}") from exc
+
+    def send(self, letters: Sequence[DeadLetter]) -> None:
+        """Publish all letters; raises BrokerError if any is not acknowledged."""
+        futures = []
+        for letter in letters:
+            headers = dead_letter_headers(letter)
+            value = letter.record.value
+            if value is not None and len(value) > MAX_EVENT_BYTES:
+                # The whole record stays in the source topic at the position in the header.
+                headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+                value = value[:PREVIEW_BYTES]
+            futures.append(
+                self._producer.send(self.topic, key=letter.record.key, value=value, headers=headers)
+            )
+        try:
+            self._producer.flush(timeout=SEND_TIMEOUT_S)
+            for future in futures:
+                future.get(timeout=SEND_TIMEOUT_S)
+        except KafkaError as exc:
+            raise BrokerError(f"dead-letter publish failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._producer.close(timeout=SEND_TIMEOUT_S)

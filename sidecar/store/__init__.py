@@ -1,0 +1,1 @@
+"""The store: SQLModel tables, repository functions and Alembic migrations."""

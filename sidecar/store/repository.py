@@ -1,0 +1,208 @@
+"""Repository functions: the only code that writes rows. Each call is one transaction, and
+SQLAlchemy errors leave here as `StoreError` so callers never see the driver."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from sidecar.errors import StoreError
+from sidecar.events import ConsumedEvent, components_sha256
+from sidecar.store.tables import (
+    AuditEntry,
+    Candidate,
+    Event,
+    IngestCount,
+    Judgment,
+    OptimizationRun,
+)
+
+OutcomeCounts = Counter[tuple[str, str]]
+"""(prompt, outcome) → records; outcome is accepted, sampled_out, invalid or duplicate."""
+
+INSERT_CHUNK = 500
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction; any SQLAlchemy error becomes a one-line StoreError."""
+    try:
+        with engine.begin() as connection:
+            yield connection
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StoreError(f"database error: {first}") from exc
+
+
+def _insert(connection: Connection) -> Callable[..., Any]:
+    """The dialect's INSERT, which knows ON CONFLICT for both SQLite and PostgreSQL."""
+    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+
+
+def store_events(
+    engine: Engine,
+    consumed: Sequence[ConsumedEvent],
+    other_outcomes: Mapping[tuple[str, str], int],
+    received_at: datetime,
+) -> OutcomeCounts:
+    """Insert new events and add every outcome to the running totals, in one transaction.
+
+    An event whose id is already stored (a redelivery, or twice in this batch) is a duplicate.
+    Returns the outcome counts of this batch, for metrics.
+    """
+    counts: OutcomeCounts = Counter(other_outcomes)
+    first_seen: dict[str, ConsumedEvent] = {}
+    for item in consumed:
+        key = str(item.event.event_id)
+        if key in first_seen:
+            counts[(item.event.prompt_name, "duplicate")] += 1
+        else:
+            first_seen[key] = item
+    rows = [_event_row(item, received_at) for item in first_seen.values()]
+    with transaction(engine) as connection:
+        insert = _insert(connection)
+        inserted: set[str] = set()
+        for start in range(0, len(rows), INSERT_CHUNK):
+            statement = (
+                insert(Event)
+                .values(rows[start : start + INSERT_CHUNK])
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(Event.event_id)
+            )
+            inserted.update(connection.execute(statement).scalars())
+        for key, item in first_seen.items():
+            outcome = "accepted" if key in inserted else "duplicate"
+            counts[(item.event.prompt_name, outcome)] += 1
+        _add_counts(connection, counts)
+    return counts
+
+
+def _event_row(item: ConsumedEvent, received_at: datetime) -> dict[str, Any]:
+    event = item.event
+    return {
+        "event_id": str(event.event_id),
+        "prompt_name": event.prompt_name,
+        "prompt_version": event.prompt_version,
+        "timestamp": event.timestamp,
+        "received_at": received_at,
+        "inputs": event.inputs,
+        "output": event.output,
+        "trace": event.trace,
+        "metadata": event.metadata,
+        "segment": event.segment,
+        "source_partition": item.partition,
+        "source_offset": item.offset,
+    }
+
+
+def _add_counts(connection: Connection, counts: OutcomeCounts) -> None:
+    rows = [
+        {"prompt_name": prompt, "outcome": outcome, "count": n}
+        for (prompt, outcome), n in sorted(counts.items())
+        if n
+    ]
+    if not rows:
+        return
+    statement = _insert(connection)(IngestCount).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=["prompt_name", "outcome"],
+        set_={"count": IngestCount.count + statement.excluded["count"]},
+    )
+    connection.execute(statement)
+
+
+def count_stored_events(engine: Engine, prompt_name: str | None = None) -> int:
+    query = select(func.count()).select_from(Event)
+    if prompt_name is not None:
+        query = query.where(Event.prompt_name == prompt_name)
+    with transaction(engine) as connection:
+        return int(connection.execute(query).scalar_one())
+
+
+def stored_event_ids(engine: Engine) -> list[str]:
+    """Every stored event id, duplicates included (there must be none)."""
+    with transaction(engine) as connection:
+        return list(connection.execute(select(Event.event_id)).scalars())
+
+
+def ingest_totals(engine: Engine) -> dict[str, int]:
+    """Totals per outcome over all prompts, as `status` reports them."""
+    totals = dict.fromkeys(("accepted", "sampled_out", "invalid", "duplicate"), 0)
+    query = select(IngestCount.outcome, func.sum(IngestCount.count)).group_by(IngestCount.outcome)
+    with transaction(engine) as connection:
+        for outcome, total in connection.execute(query):
+            totals[outcome] = int(total)
+    return totals
+
+
+def seed_prompt(engine: Engine, name: str, components: dict[str, str], now: datetime) -> bool:
+    """Make the config file's seed version 1, active, unless the prompt already has versions."""
+    with transaction(engine) as connection:
+        exists = connection.execute(
+            select(Candidate.id).where(Candidate.prompt_name == name).limit(1)
+        ).first()
+        if exists:
+            return False
+        connection.execute(
+            _insert(connection)(Candidate)
+            .values(
+                prompt_name=name,
+                version=1,
+                status="active",
+                components=components,
+                sha256=components_sha256(components),
+                parents=[],
+                flags=[],
+                created_at=now,
+                mutation_summary="seed from CONFIG_FILE",
+            )
+            .on_conflict_do_nothing(index_elements=["prompt_name", "version"])
+        )
+        connection.execute(
+            _insert(connection)(AuditEntry).values(
+                prompt_name=name,
+                version=1,
+                from_status=None,
+                to_status="active",
+                actor="config",
+                reason="seed from CONFIG_FILE",
+                at=now,
+            )
+        )
+    return True
+
+
+def status_summary(engine: Engine) -> dict[str, Any]:
+    """What `gepa-sidecar status --json` prints: counters, optimization spend, active versions."""
+    events: dict[str, int] = {**ingest_totals(engine), "judged": 0, "judge_errors": 0}
+    with transaction(engine) as connection:
+        for status, total in connection.execute(
+            select(Judgment.status, func.count()).group_by(Judgment.status)
+        ):
+            events["judged" if status == "ok" else "judge_errors"] += int(total)
+        runs, calls, cost = connection.execute(
+            select(
+                func.count(OptimizationRun.id),
+                func.coalesce(func.sum(OptimizationRun.metric_calls), 0),
+                func.coalesce(func.sum(OptimizationRun.cost_usd), 0.0),
+            )
+        ).one()
+        names = set(connection.execute(select(Event.prompt_name).distinct()).scalars())
+        names |= set(connection.execute(select(Candidate.prompt_name).distinct()).scalars())
+        active = dict(
+            connection.execute(
+                select(Candidate.prompt_name, Candidate.version).where(Candidate.status == "active")
+            ).all()
+        )
+    return {
+        "events": events,
+        "optimization": {"runs": int(runs), "metric_calls": int(calls), "cost_usd": float(cost)},
+        "prompts": {name: {"active_version": active.get(name)} for name in sorted(names)},
+    }
