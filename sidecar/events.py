@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 EVENT_SCHEMA_VERSION: Final = 1
 PROMPT_SCHEMA_VERSION: Final = 1
@@ -33,6 +41,13 @@ class TrafficEvent(BaseModel):
     output: StrictStr
     trace: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: object) -> object:
+        if type(value) is not int:
+            raise ValueError(f"schema_version must be the integer {EVENT_SCHEMA_VERSION}")
+        return value
 
     @property
     def key(self) -> bytes:

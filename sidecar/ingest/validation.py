@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from sidecar.events import EVENT_SCHEMA_VERSION, MAX_EVENT_BYTES, TrafficEvent
 
-_PROMPT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_PROMPT_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 Reason = Literal[
     "too_large",
@@ -79,7 +79,7 @@ def _prompt_hint(text: str) -> str | None:
         name = json.loads(text).get("prompt_name")
     except (ValueError, AttributeError):
         return None
-    return name if isinstance(name, str) and _PROMPT_NAME.match(name) else None
+    return name if isinstance(name, str) and _PROMPT_NAME.fullmatch(name) else None
 
 
 def _one_line(message: str) -> str:

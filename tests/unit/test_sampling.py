@@ -6,14 +6,12 @@ import hashlib
 import itertools
 import random
 import uuid
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.ingest import sampling
-from sidecar.ingest.sampling import is_sampled, sample_point
+from sidecar.ingest.sampling import is_sampled, point_of_digest, sample_point
 
 
 def ids(count: int, seed: int = 7) -> list[str]:
@@ -25,10 +23,10 @@ IDS = ids(20_000)
 rates = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 
-def test_sample_point_is_first_8_bytes_of_sha256() -> None:
+def test_sample_point_is_top_53_bits_of_sha256() -> None:
     event_id = "6f9619ff-8b86-4011-b42d-00c04fc964ff"
     digest = hashlib.sha256(event_id.encode()).digest()
-    assert sample_point(event_id) == int.from_bytes(digest[:8], "big") / 2**64
+    assert sample_point(event_id) == (int.from_bytes(digest[:8], "big") >> 11) / 2**53
 
 
 def test_sample_point_is_deterministic() -> None:
@@ -56,22 +54,13 @@ def test_rate_zero_keeps_none() -> None:
     assert not any(is_sampled(i, 0.0) for i in IDS)
 
 
-def test_sample_point_below_one_even_for_the_largest_digest(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_point_below_one_even_for_the_largest_digest() -> None:
     # A digest starting with 0xff..ff must still fall in [0, 1) so that rate 1.0 keeps it.
-    fake = SimpleNamespace(sha256=lambda data: SimpleNamespace(digest=lambda: b"\xff" * 32))
-    monkeypatch.setattr(sampling, "hashlib", fake)
-    assert sample_point("any") < 1.0
-    assert is_sampled("any", 1.0)
+    assert point_of_digest(b"\xff" * 32) < 1.0
 
 
-def test_smallest_digest_is_kept_at_any_positive_rate(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = SimpleNamespace(sha256=lambda data: SimpleNamespace(digest=lambda: b"\x00" * 32))
-    monkeypatch.setattr(sampling, "hashlib", fake)
-    assert sample_point("any") == 0.0
-    assert is_sampled("any", 1e-12)
-    assert not is_sampled("any", 0.0)
+def test_smallest_digest_maps_to_zero() -> None:
+    assert point_of_digest(b"\x00" * 32) == 0.0
 
 
 @settings(database=None, max_examples=300, deadline=None)

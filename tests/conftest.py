@@ -1,0 +1,71 @@
+"""Shared fixtures: a real Kafka-protocol broker, real SQLite files and a real PostgreSQL.
+
+Kafka: KAFKA_BOOTSTRAP_SERVERS (a real cluster) → testcontainers where a Docker engine answers →
+the embedded Tansu broker. PostgreSQL: TEST_POSTGRES_URL, default the machine's 127.0.0.1:5432;
+each test gets its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from sidecar.runtime.kafka import ensure_topics, kafka_cluster
+
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    with kafka_cluster(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as servers:
+        yield servers
+
+
+@dataclass(frozen=True)
+class Topics:
+    traffic: str
+    dlq: str
+    group: str
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Topics:
+    """Fresh topic and group names per test, so tests share one broker without sharing data."""
+    suffix = uuid.uuid4().hex[:10]
+    made = Topics(f"traffic-{suffix}", f"traffic-{suffix}.dlq", f"group-{suffix}")
+    ensure_topics(kafka_bootstrap, [made.traffic, made.dlq], partitions=2)
+    return made
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'sidecar.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Run the test once on a SQLite file and once on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))

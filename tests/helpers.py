@@ -1,0 +1,97 @@
+"""Small test helpers: waiting on a condition with a deadline, producing and reading records."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from sidecar.settings import Settings, load_settings
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
+) -> None:
+    """Poll until `condition()` holds; fail the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_event(rng: random.Random, **overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "prompt_name": "customer-care",
+        "prompt_version": 1,
+        "timestamp": datetime(2026, 11, 25, 12, 0, tzinfo=UTC).isoformat(),
+        "inputs": {"user_message": f"Where is order {rng.randint(1, 99999)}?"},
+        "output": "It ships tomorrow.",
+        "metadata": {"segment": rng.choice(["billing", "shipping"])},
+    }
+    event.update(overrides)
+    return event
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event).encode()
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes],
+    keys: Sequence[bytes | None] | None = None,
+) -> int:
+    """Send every value (acks=all) and return how many were sent."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
+    )
+    sent = 0
+    for index, value in enumerate(values):
+        key = keys[index] if keys is not None else None
+        producer.send(topic, key=key, value=value)
+        sent += 1
+    producer.flush()
+    producer.close()
+    return sent
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
+    """Read `expected` records from every partition of `topic`, by manual assignment."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(records) < expected and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=200).values():
+            records.extend(batch)
+    consumer.close()
+    return records
+
+
+def test_settings(bootstrap: str, topics: Any, database_url: str, **overrides: Any) -> Settings:
+    """Settings for a sidecar under test: fast group joins, its own topics and group."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "traffic_topic": topics.traffic,
+        "dlq_topic": topics.dlq,
+        "consumer_group": topics.group,
+        "database_url": database_url,
+        "kafka_session_timeout_ms": 6000,
+        "kafka_heartbeat_interval_ms": 1000,
+        "http_port": 0,
+        "http_host": "127.0.0.1",
+    }
+    values.update(overrides)
+    return load_settings(**values)
