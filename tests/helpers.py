@@ -95,3 +95,6 @@ def test_settings(bootstrap: str, topics: Any, database_url: str, **overrides: A
     }
     values.update(overrides)
     return load_settings(**values)
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
