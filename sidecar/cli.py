@@ -47,9 +47,9 @@ def _stop_on_signals(stop: Any) -> None:
 @cli.command()
 def run() -> None:
     """Run everything: consumer, HTTP API (and, as they land, judge, scheduler, publishers)."""
+    settings = load_settings()
     from sidecar.runtime.app import App
 
-    settings = load_settings()
     _configure_logging()
     app = App(settings)
     _stop_on_signals(app.stop)

@@ -82,6 +82,10 @@ class TrafficConsumer:
         """True once the group has given this consumer partitions (readiness)."""
         return self._assigned.is_set()
 
+    def wait_assigned(self, timeout: float) -> bool:
+        """Block until the group assigns partitions, or `timeout` seconds pass."""
+        return self._assigned.wait(timeout)
+
     def stop(self) -> None:
         """Ask the loop to finish its batch, commit and return; safe from a signal handler."""
         self._stopping.set()

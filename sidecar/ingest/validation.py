@@ -44,16 +44,16 @@ def parse_event(value: bytes | None) -> TrafficEvent | Rejection:
     if len(value) > MAX_EVENT_BYTES:
         return Rejection("too_large", f"value is {len(value)} bytes, limit is {MAX_EVENT_BYTES}")
     try:
-        text = value.decode("utf-8")
+        value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejection("not_utf8", f"byte {exc.start} is not UTF-8")
     try:
-        return TrafficEvent.model_validate_json(text)
+        return TrafficEvent.model_validate_json(value)
     except ValidationError as exc:
-        return _explain(exc, text)
+        return _explain(exc, value)
 
 
-def _explain(exc: ValidationError, text: str) -> Rejection:
+def _explain(exc: ValidationError, text: bytes) -> Rejection:
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
     kind = first["type"]
@@ -74,7 +74,7 @@ def _explain(exc: ValidationError, text: str) -> Rejection:
     return Rejection(reason, _one_line(f"{where}: {first['msg']}"), hint)
 
 
-def _prompt_hint(text: str) -> str | None:
+def _prompt_hint(text: bytes) -> str | None:
     try:
         name = json.loads(text).get("prompt_name")
     except (ValueError, AttributeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -19,7 +20,7 @@ class HttpServer:
     def __init__(self, api: FastAPI, host: str, port: int) -> None:
         config = uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
         self._address = f"{host}:{port}"
 
     @property
@@ -27,6 +28,12 @@ class HttpServer:
         """The bound port (useful when asked for port 0)."""
         sockets = self._server.servers[0].sockets
         return int(sockets[0].getsockname()[1])
+
+    def _serve(self) -> None:
+        # uvicorn exits the process (SystemExit) when it cannot bind; here that ends the thread
+        # and `start()` reports it as a config error.
+        with contextlib.suppress(SystemExit):
+            self._server.run()
 
     def start(self) -> HttpServer:
         self._thread.start()

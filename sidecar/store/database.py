@@ -6,6 +6,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from pydantic_core import to_json
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -17,10 +18,21 @@ MIGRATIONS = "sidecar.store:migrations"
 def create_database_engine(url: str) -> Engine:
     """An engine for SQLite (WAL, so the CLI can read while `run` writes) or PostgreSQL."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=_to_json,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, json_serializer=_to_json
+    )
+
+
+def _to_json(value: Any) -> str:
+    """JSON columns are encoded by pydantic-core (Rust): several times faster than `json`."""
+    return to_json(value).decode()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

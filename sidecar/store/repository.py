@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,8 +27,6 @@ from sidecar.store.tables import (
 
 OutcomeCounts = Counter[tuple[str, str]]
 """(prompt, outcome) → records; outcome is accepted, sampled_out, invalid or duplicate."""
-
-INSERT_CHUNK = 500
 
 
 @contextmanager
@@ -65,18 +64,10 @@ def store_events(
             counts[(item.event.prompt_name, "duplicate")] += 1
         else:
             first_seen[key] = item
-    rows = [_event_row(item, received_at) for item in first_seen.values()]
     with transaction(engine) as connection:
-        insert = _insert(connection)
-        inserted: set[str] = set()
-        for start in range(0, len(rows), INSERT_CHUNK):
-            statement = (
-                insert(Event)
-                .values(rows[start : start + INSERT_CHUNK])
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(Event.event_id)
-            )
-            inserted.update(connection.execute(statement).scalars())
+        stored = _stored_ids(connection, list(first_seen))
+        new = {key: item for key, item in first_seen.items() if key not in stored}
+        inserted = _insert_events(connection, new, received_at)
         for key, item in first_seen.items():
             outcome = "accepted" if key in inserted else "duplicate"
             counts[(item.event.prompt_name, outcome)] += 1
@@ -84,22 +75,78 @@ def store_events(
     return counts
 
 
-def _event_row(item: ConsumedEvent, received_at: datetime) -> dict[str, Any]:
-    event = item.event
+def _stored_ids(connection: Connection, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    query = select(Event.event_id).where(Event.event_id.in_(keys))  # type: ignore[attr-defined]
+    return set(connection.execute(query).scalars())
+
+
+_EVENT_COLUMNS = (
+    "event_id, prompt_name, prompt_version, timestamp, received_at, inputs, output, trace, "
+    "metadata, segment, source_partition, source_offset"
+)
+
+
+def _insert_events(
+    connection: Connection, new: dict[str, ConsumedEvent], received_at: datetime
+) -> set[str]:
+    """The hot path of ingest: one driver-level executemany, JSON encoded in Rust by pydantic.
+
+    ON CONFLICT covers a replica racing us with the same id; only then are the rows re-read
+    to tell ours (same partition and offset) from theirs.
+    """
+    if not new:
+        return set()
+    sqlite_dialect = connection.dialect.name == "sqlite"
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    statement = (
+        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join([mark] * 12)}) "
+        "ON CONFLICT (event_id) DO NOTHING"
+    )
+    when = _sqlite_datetime if sqlite_dialect else _utc
+    received = when(received_at)
+    rows = [
+        (
+            key,
+            item.event.prompt_name,
+            item.event.prompt_version,
+            when(item.event.timestamp),
+            received,
+            _json(item.event.inputs),
+            item.event.output,
+            _json(item.event.trace),
+            _json(item.event.metadata),
+            item.event.segment,
+            item.partition,
+            item.offset,
+        )
+        for key, item in new.items()
+    ]
+    result = connection.exec_driver_sql(statement, rows)
+    if result.rowcount == len(rows):
+        return set(new)
+    query = select(Event.event_id, Event.source_partition, Event.source_offset).where(
+        Event.event_id.in_(list(new))  # type: ignore[attr-defined]
+    )
     return {
-        "event_id": str(event.event_id),
-        "prompt_name": event.prompt_name,
-        "prompt_version": event.prompt_version,
-        "timestamp": event.timestamp,
-        "received_at": received_at,
-        "inputs": event.inputs,
-        "output": event.output,
-        "trace": event.trace,
-        "metadata": event.metadata,
-        "segment": event.segment,
-        "source_partition": item.partition,
-        "source_offset": item.offset,
+        key
+        for key, partition, offset in connection.execute(query)
+        if (new[key].partition, new[key].offset) == (partition, offset)
     }
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else to_json(value).decode()
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _sqlite_datetime(moment: datetime) -> str:
+    """SQLAlchemy's SQLite DATETIME text format; stored in UTC, since SQLite keeps no zone."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _add_counts(connection: Connection, counts: OutcomeCounts) -> None:

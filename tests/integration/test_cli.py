@@ -1,0 +1,239 @@
+"""The `gepa-sidecar` command as a user runs it: real subprocesses, a controlled environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient
+
+from sidecar.events import ConsumedEvent, TrafficEvent
+from sidecar.runtime.broker import free_port
+from sidecar.store.database import create_database_engine, migrate
+from sidecar.store.repository import seed_prompt, store_events
+from tests.helpers import encode, make_event
+
+COMMAND_TIMEOUT_S = 60
+BROKER_READY_S = 40
+BROKER_EXIT_S = 20
+EVENT_KEYS = {"accepted", "sampled_out", "invalid", "duplicate", "judged", "judge_errors"}
+OPTIMIZATION_KEYS = {"runs", "metric_calls", "cost_usd"}
+
+
+def environment(**settings: str) -> dict[str, str]:
+    """The test's environment without any SIDECAR_* variable, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+def sidecar(cwd: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m sidecar ARGS` in `cwd` (where no .env exists)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args],
+        cwd=cwd,
+        env=environment(**settings),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *names: str) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    [line] = lines
+    assert line.strip()
+    for name in names:
+        assert name in line
+    return line
+
+
+def prepare_database(url: str) -> None:
+    """A database as a running sidecar leaves it: 5 accepted events and the seed prompt."""
+    rng = random.Random(5)
+    now = datetime.now(UTC)
+    batch = [
+        ConsumedEvent(TrafficEvent.model_validate_json(encode(make_event(rng))), 0, offset)
+        for offset in range(5)
+    ]
+    engine = create_database_engine(url)
+    try:
+        migrate(engine)
+        store_events(engine, batch, {}, now)
+        seed_prompt(engine, "customer-care", {"system_prompt": "You help customers."}, now)
+    finally:
+        engine.dispose()
+
+
+# --- bad settings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SIDECAR_SAMPLE_RATE", "2"),
+        ("SIDECAR_HTTP_PORT", "notaport"),
+        ("SIDECAR_DATABASE_URL", "mysql://x"),
+    ],
+)
+def test_run_refuses_a_bad_setting_in_one_line(tmp_path: Path, name: str, value: str) -> None:
+    result = sidecar(
+        tmp_path, "run", SIDECAR_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", **{name: value}
+    )
+    assert_one_line_error(result, name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_without_bootstrap_servers_names_the_setting(tmp_path: Path) -> None:
+    result = sidecar(tmp_path, "run", SIDECAR_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
+    assert_one_line_error(result, "SIDECAR_KAFKA_BOOTSTRAP_SERVERS")
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "prompts:\n  - name: customer-care\n    seed: {}\n",
+        "prompts: [unclosed\n  - {name: x",
+        "prompts:\n  - name: has space\n    seed: {system_prompt: hi}\n",
+    ],
+    ids=["empty-seed", "not-yaml", "bad-name"],
+)
+def test_run_refuses_a_bad_config_file(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "prompts.yaml"
+    config.write_text(text, encoding="utf-8")
+    result = sidecar(
+        tmp_path,
+        "run",
+        SIDECAR_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        SIDECAR_CONFIG_FILE=str(config),
+        SIDECAR_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}",
+    )
+    assert_one_line_error(result, "SIDECAR_CONFIG_FILE", str(config))
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_status_does_not_create_a_missing_sqlite_file(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    result = sidecar(tmp_path, "status", SIDECAR_DATABASE_URL=f"sqlite:///{missing}")
+    assert_one_line_error(result, "SIDECAR_DATABASE_URL", str(missing))
+    assert not missing.exists()
+    assert result.stdout == ""
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def check_status_json(stdout: str) -> None:
+    summary = json.loads(stdout)
+    assert set(summary["events"]) == EVENT_KEYS
+    assert summary["events"]["accepted"] == 5
+    assert summary["events"]["duplicate"] == 0
+    assert set(summary["optimization"]) == OPTIMIZATION_KEYS
+    assert summary["optimization"]["runs"] == 0
+    assert summary["prompts"]["customer-care"]["active_version"] == 1
+
+
+def test_status_json_on_sqlite(tmp_path: Path, sqlite_url: str) -> None:
+    prepare_database(sqlite_url)
+    result = sidecar(tmp_path, "status", "--json", SIDECAR_DATABASE_URL=sqlite_url)
+    assert result.returncode == 0, result.stderr
+    check_status_json(result.stdout)
+
+
+def test_status_json_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+    prepare_database(postgres_url)
+    result = sidecar(tmp_path, "status", "--json", SIDECAR_DATABASE_URL=postgres_url)
+    assert result.returncode == 0, result.stderr
+    check_status_json(result.stdout)
+
+
+def test_status_prints_human_text(tmp_path: Path, sqlite_url: str) -> None:
+    prepare_database(sqlite_url)
+    result = sidecar(tmp_path, "status", SIDECAR_DATABASE_URL=sqlite_url)
+    assert result.returncode == 0, result.stderr
+    assert "accepted=5" in result.stdout
+    assert "customer-care" in result.stdout
+    assert "active_version=1" in result.stdout
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(result.stdout)
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = sidecar(tmp_path, "--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("run", "broker", "status", "demo"):
+        assert f" {command} " in result.stdout
+
+
+# --- broker -----------------------------------------------------------------------------------
+
+
+def lines_of(stream: object) -> queue.Queue[str]:
+    """Lines of a pipe, read by a daemon thread so the test can wait with a timeout."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            lines.put(line)
+
+    threading.Thread(target=pump, name="broker-stdout", daemon=True).start()
+    return lines
+
+
+@pytest.fixture
+def broker_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "broker", "--port", str(port)],
+        cwd=tmp_path,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:  # the test failed before a clean stop: end the whole group
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def test_broker_serves_the_sidecar_topics_and_stops_on_sigterm(
+    broker_process: tuple[subprocess.Popen[str], int],
+) -> None:
+    process, port = broker_process
+    expected = f"SIDECAR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{port}"
+    lines = lines_of(process.stdout)
+    seen: list[str] = []
+    while not any(expected in line for line in seen):
+        try:
+            seen.append(lines.get(timeout=BROKER_READY_S))
+        except queue.Empty:
+            pytest.fail(f"no {expected!r} within {BROKER_READY_S}s; stdout: {seen}")
+    admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=10_000)
+    try:
+        names = set(admin.list_topics())
+    finally:
+        admin.close()
+    assert {"gepa.traffic", "gepa.traffic.dlq"} <= names
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=BROKER_EXIT_S) == 0
