@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from sidecar.errors import ConfigError, InputError, SidecarError
-from sidecar.settings import Settings, load_settings
+from sidecar.settings import Settings, load_prompts_config, load_settings
 
 cli = typer.Typer(
     name="gepa-sidecar",
@@ -48,10 +48,11 @@ def _stop_on_signals(stop: Any) -> None:
 def run() -> None:
     """Run everything: consumer, HTTP API (and, as they land, judge, scheduler, publishers)."""
     settings = load_settings()
+    prompts = load_prompts_config(settings.config_file)
     from sidecar.runtime.app import App
 
     _configure_logging()
-    app = App(settings)
+    app = App(settings, prompts)
     _stop_on_signals(app.stop)
     app.run()
 

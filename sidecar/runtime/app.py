@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class App:
     """One running sidecar. `run()` blocks until `stop()`; `stop()` is safe from a signal."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, prompts: PromptsConfig | None = None) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ConfigError(
                 "SIDECAR_KAFKA_BOOTSTRAP_SERVERS: not set (or run `gepa-sidecar demo`, "
@@ -32,7 +32,7 @@ class App:
             )
         self.settings = settings
         self.bootstrap_servers = settings.kafka_bootstrap_servers
-        self.prompts: PromptsConfig = load_prompts_config(settings.config_file)
+        self.prompts = prompts or load_prompts_config(settings.config_file)
         self.metrics = Metrics()
         self.engine = create_database_engine(settings.database_url)
         self.http: HttpServer | None = None

@@ -1,0 +1,25 @@
+"""The package's public names: sorted, importable, and nothing else leaks as public."""
+
+import types
+
+import sidecar
+
+
+def test_all_is_sorted_and_every_name_resolves() -> None:
+    assert sidecar.__all__ == sorted(sidecar.__all__)
+    for name in sidecar.__all__:
+        assert getattr(sidecar, name) is not None
+
+
+def test_public_names_are_exactly_all() -> None:
+    public = {
+        n
+        for n in vars(sidecar)
+        if not n.startswith("_") and n not in {"errors", "events", "settings"}
+    }
+    assert public == set(sidecar.__all__) - {"__version__"}
+
+
+def test_errors_share_one_root() -> None:
+    for error in (sidecar.ConfigError, sidecar.StoreError, sidecar.BrokerError, sidecar.InputError):
+        assert issubclass(error, sidecar.SidecarError)
