@@ -98,7 +98,7 @@ class TrafficConsumer:
             while not self._stopping.is_set():
                 self._commit_stored()
                 self._poll_once()
-                self._report_lag()
+                self._check_positions()
         finally:
             self._pending.put(None)
             writer.join()
@@ -186,14 +186,22 @@ class TrafficConsumer:
             self._uncommitted.clear()
 
     def drain(self) -> None:
-        """Store what is in flight and commit it: called before partitions are taken away."""
+        """Store what is in flight and commit it: called before partitions are taken away.
+
+        Offsets that could not be committed now are forgotten, never carried into the next
+        generation: the records are redelivered (counted duplicates) rather than skipped.
+        """
         deadline = time.monotonic() + REVOKE_DRAIN_S
         while self._pending.unfinished_tasks and time.monotonic() < deadline:
             if self._stopping.wait(0.01):
                 break
         self._commit_stored()
+        self._uncommitted.clear()
 
-    def _report_lag(self) -> None:
+    def _check_positions(self) -> None:
+        """Every few seconds: set the lag gauge, and rewind a partition whose position is past
+        the end of its log. Kafka answers such a fetch with OFFSET_OUT_OF_RANGE; a memory-only
+        broker that restarted (the embedded one) answers nothing, which would stall us."""
         now = time.monotonic()
         if now - self._lag_checked < LAG_INTERVAL_S:
             return
@@ -202,9 +210,18 @@ class TrafficConsumer:
             end = self._consumer.highwater(tp)
             if end is None:
                 continue
-            done = self._committed.get((tp.topic, tp.partition))
-            if done is None:
-                done = self._consumer.position(tp) or 0
+            position = self._consumer.position(tp) or 0
+            if position > end:
+                log.warning(
+                    "%s is at %d past the log end %d: the broker lost data; rewinding",
+                    tp,
+                    position,
+                    end,
+                )
+                self._consumer.seek_to_beginning(tp)
+                self._committed.pop((tp.topic, tp.partition), None)
+                continue
+            done = self._committed.get((tp.topic, tp.partition), position)
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:

@@ -30,14 +30,29 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     ]
 
 
+def _outgoing(letter: DeadLetter) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The value and headers to publish; an oversized value is cut to a preview, since the
+    whole record stays in the source topic at the position in the headers."""
+    headers = dead_letter_headers(letter)
+    value = letter.record.value
+    if value is not None and len(value) > MAX_EVENT_BYTES:
+        headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+        value = value[:PREVIEW_BYTES]
+    return value, headers
+
+
 class DeadLetterQueue:
     """Sends malformed records to the DLQ topic and waits until the broker has them."""
 
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.topic = topic
+        self._bootstrap_servers = bootstrap_servers
+        self._producer: KafkaProducer | None = self._connect()
+
+    def _connect(self) -> KafkaProducer:
         try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap_servers,
+            return KafkaProducer(
+                bootstrap_servers=self._bootstrap_servers,
                 acks="all",
                 max_request_size=2 * MAX_EVENT_BYTES,
                 linger_ms=5,
@@ -46,24 +61,28 @@ class DeadLetterQueue:
             raise BrokerError(f"cannot start the dead-letter producer: {exc}") from exc
 
     def send(self, letters: Sequence[DeadLetter]) -> None:
-        """Publish all letters; raises BrokerError if any is not acknowledged."""
-        futures = []
-        for letter in letters:
-            headers = dead_letter_headers(letter)
-            value = letter.record.value
-            if value is not None and len(value) > MAX_EVENT_BYTES:
-                # The whole record stays in the source topic at the position in the header.
-                headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
-                value = value[:PREVIEW_BYTES]
-            futures.append(
-                self._producer.send(self.topic, key=letter.record.key, value=value, headers=headers)
-            )
+        """Publish all letters; raises BrokerError if any is not acknowledged.
+
+        After a failure the producer is rebuilt on the next call: an idempotent producer whose
+        broker lost its state (a restarted memory-only broker) otherwise never recovers.
+        """
+        if self._producer is None:
+            self._producer = self._connect()
+        producer = self._producer
         try:
-            self._producer.flush(timeout=SEND_TIMEOUT_S)
+            futures = [
+                producer.send(self.topic, key=letter.record.key, value=value, headers=headers)
+                for letter in letters
+                for value, headers in [_outgoing(letter)]
+            ]
+            producer.flush(timeout=SEND_TIMEOUT_S)
             for future in futures:
                 future.get(timeout=SEND_TIMEOUT_S)
         except KafkaError as exc:
+            self.close()
             raise BrokerError(f"dead-letter publish failed: {exc}") from exc
 
     def close(self) -> None:
-        self._producer.close(timeout=SEND_TIMEOUT_S)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=SEND_TIMEOUT_S)
