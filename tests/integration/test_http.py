@@ -139,6 +139,18 @@ def test_app_consumes_and_counts(kafka_bootstrap: str, topics: Topics, sqlite_ur
                 return samples.get(("customer-care", "accepted"), 0.0)
 
             helpers.wait_until(lambda: accepted() == 20, 60, "20 accepted events in /metrics")
+
+            def lag() -> dict[str, float]:
+                families = text_string_to_metric_families(client.get("/metrics").text)
+                return {
+                    sample.labels["partition"]: sample.value
+                    for family in families
+                    if family.name == "gepa_sidecar_consumer_lag_records"
+                    for sample in family.samples
+                    if sample.labels["topic"] == topics.traffic
+                }
+
+            helpers.wait_until(lambda: lag() == {"0": 0.0, "1": 0.0}, 30, "zero lag per partition")
     finally:
         app.stop()
         thread.join(timeout=30)
