@@ -100,7 +100,7 @@ def sidecar_ingest(servers: str, topic: str, count: int, workdir: Path) -> float
     engine = create_database_engine(settings.database_url)
     migrate(engine)
     metrics = Metrics()
-    consumer = TrafficConsumer(settings, servers, engine, metrics)
+    consumer = TrafficConsumer(settings, servers, metrics)
     accepted = metrics.events_consumed.labels("customer-care", "accepted")
     runner = threading.Thread(target=consumer.run, daemon=True)
     runner.start()

@@ -1,3 +1,4 @@
 from sidecar.cli import main
 
-main()
+if __name__ == "__main__":  # the ingest writer process imports this module too
+    main()

@@ -1,62 +1,56 @@
-"""The traffic consumer: poll → plan → write (dead-letter + store, on a writer thread) → commit.
+"""The traffic consumer: poll → hand the batch to the writer process → commit once stored.
 
 Offsets are committed only after their batch is stored, so a crash anywhere redelivers and the
-unique event id turns the redelivery into a counted duplicate. The writer runs beside the poll
-loop so fetching overlaps storing; when it falls behind, the poll loop pauses its partitions
-(backpressure) but keeps polling so the group does not evict it.
+unique event id turns the redelivery into a counted duplicate. Validation and storage run in
+the writer process (`writer.py`) so fetching and storing use two cores; when the writer falls
+behind, the poll loop pauses its partitions (backpressure) but keeps polling so the group does
+not evict it.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy import Engine
 
-from sidecar.errors import BrokerError, StoreError
-from sidecar.ingest.batch import BatchPlan, plan_batch
-from sidecar.ingest.dead_letter import DeadLetterQueue
+from sidecar.errors import BrokerError
+from sidecar.ingest.writer import IngestWriter, RawRecord, WriterError
 from sidecar.metrics import Metrics
 from sidecar.settings import Settings
-from sidecar.store.repository import store_events
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 200
 LAG_INTERVAL_S = 5.0
-RETRY_FIRST_S = 0.2
-RETRY_MAX_S = 30.0
 REVOKE_DRAIN_S = 10.0
 
 Offsets = dict[tuple[str, int], int]
 
 
+@dataclass(frozen=True, slots=True)
+class PolledBatch:
+    records: list[RawRecord]
+    next_offsets: Offsets
+
+
 class TrafficConsumer:
     """Owns the Kafka consumer and the dead-letter producer; `run()` blocks until `stop()`."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        bootstrap_servers: str,
-        engine: Engine,
-        metrics: Metrics,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
+    def __init__(self, settings: Settings, bootstrap_servers: str, metrics: Metrics) -> None:
         self._settings = settings
-        self._engine = engine
+        self._bootstrap_servers = bootstrap_servers
         self._metrics = metrics
-        self._clock = clock
         self._stopping = threading.Event()
         self._assigned = threading.Event()
-        self._pending: queue.Queue[BatchPlan | None] = queue.Queue(settings.ingest_queue_batches)
+        self._failure: WriterError | None = None
+        self._writer: IngestWriter | None = None
+        self._pending: queue.Queue[PolledBatch | None] = queue.Queue(settings.ingest_queue_batches)
         self._stored: queue.Queue[Offsets] = queue.Queue()
         self._uncommitted: Offsets = {}
         self._committed: Offsets = {}
@@ -75,7 +69,6 @@ class TrafficConsumer:
             )
         except KafkaError as exc:
             raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
-        self._dead_letters = DeadLetterQueue(bootstrap_servers, settings.dlq_topic)
 
     @property
     def assigned(self) -> bool:
@@ -89,11 +82,19 @@ class TrafficConsumer:
     def stop(self) -> None:
         """Ask the loop to finish its batch, commit and return; safe from a signal handler."""
         self._stopping.set()
+        if self._writer is not None:
+            self._writer.stop()
+
+    @property
+    def writer_pid(self) -> int | None:
+        return self._writer.pid if self._writer else None
 
     def run(self) -> None:
+        """Consume until `stop()`; raises WriterError if the writer process died."""
+        self._writer = IngestWriter(self._settings, self._bootstrap_servers)
         self._consumer.subscribe([self._settings.traffic_topic], listener=_Rebalance(self))
-        writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
-        writer.start()
+        pump = threading.Thread(target=self._write_loop, name="ingest-pump", daemon=True)
+        pump.start()
         try:
             while not self._stopping.is_set():
                 self._commit_stored()
@@ -101,10 +102,12 @@ class TrafficConsumer:
                 self._check_positions()
         finally:
             self._pending.put(None)
-            writer.join()
+            pump.join()
             self._commit_stored()
             self._consumer.close(autocommit=False)
-            self._dead_letters.close()
+            self._writer.close()
+        if self._failure is not None:
+            raise self._failure
 
     def _poll_once(self) -> None:
         if self._pending.full():
@@ -115,9 +118,17 @@ class TrafficConsumer:
         polled = self._consumer.poll(
             timeout_ms=POLL_TIMEOUT_MS, max_records=self._settings.ingest_batch_size
         )
-        records = [record for batch in polled.values() for record in batch]
-        if records:
-            self._pending.put(plan_batch(records, self._settings.sample_rate))
+        if not polled:
+            return
+        records: list[RawRecord] = [
+            (r.topic, r.partition, r.offset, r.key, r.value, r.headers)
+            for batch in polled.values()
+            for r in batch
+        ]
+        next_offsets = {
+            (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
+        }
+        self._pending.put(PolledBatch(records, next_offsets))
 
     def _pause(self, paused: bool) -> None:
         if paused == self._paused:
@@ -130,36 +141,31 @@ class TrafficConsumer:
         self._paused = paused
 
     def _write_loop(self) -> None:
-        """Carry out plans in order; after one is abandoned (stopping while the store is down)
-        the later ones are dropped too, since committing them would skip its records."""
+        """Hand batches to the writer in order; after one is abandoned (stopping while the
+        store is down) the later ones are dropped too, since committing them would skip its
+        records. If the writer dies, the consumer stops without committing past it."""
         abandoned = False
         while True:
-            plan = self._pending.get()
+            batch = self._pending.get()
             try:
-                if plan is None:
+                if batch is None:
                     return
-                if not abandoned:
-                    abandoned = not self._carry_out(plan)
+                if abandoned or self._writer is None:
+                    continue
+                try:
+                    counts = self._writer.write(batch.records)
+                except WriterError as exc:
+                    log.error("%s; stopping", exc)
+                    self._failure = exc
+                    self._stopping.set()
+                    counts = None
+                if counts is None:
+                    abandoned = True
+                    continue
+                self._metrics.count_outcomes(counts)
+                self._stored.put(batch.next_offsets)
             finally:
                 self._pending.task_done()
-
-    def _carry_out(self, plan: BatchPlan) -> bool:
-        delay = RETRY_FIRST_S
-        while True:
-            try:
-                if plan.dead_letters:
-                    self._dead_letters.send(plan.dead_letters)
-                    plan.dead_letters = []
-                counts = store_events(self._engine, plan.consumed, plan.outcomes, self._clock())
-            except (StoreError, BrokerError) as exc:
-                log.warning("ingest batch not stored, retrying in %.1fs: %s", delay, exc)
-                if self._stopping.wait(delay):
-                    return False
-                delay = min(RETRY_MAX_S, delay * 2) * random.uniform(0.8, 1.2)
-                continue
-            self._metrics.count_outcomes(counts)
-            self._stored.put(plan.next_offsets)
-            return True
 
     def _commit_stored(self) -> None:
         while not self._stored.empty():

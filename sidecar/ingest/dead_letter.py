@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from kafka import KafkaProducer
@@ -79,10 +80,13 @@ class DeadLetterQueue:
             for future in futures:
                 future.get(timeout=SEND_TIMEOUT_S)
         except KafkaError as exc:
-            self.close()
+            self.close(timeout=0)
             raise BrokerError(f"dead-letter publish failed: {exc}") from exc
 
-    def close(self) -> None:
+    def close(self, timeout: float = SEND_TIMEOUT_S) -> None:
+        """Close the producer; with timeout 0 (after a failure) unsent letters are dropped,
+        since their batch is retried and sends them again."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            producer.close(timeout=SEND_TIMEOUT_S)
+            with contextlib.suppress(KafkaError):
+                producer.close(timeout=timeout)

@@ -62,9 +62,7 @@ class App:
             ensure_topics(
                 self.bootstrap_servers, [self.settings.traffic_topic, self.settings.dlq_topic]
             )
-            self.consumer = TrafficConsumer(
-                self.settings, self.bootstrap_servers, self.engine, self.metrics
-            )
+            self.consumer = TrafficConsumer(self.settings, self.bootstrap_servers, self.metrics)
             log.info(
                 "sidecar serving on port %d, consuming %s",
                 self.http.port,

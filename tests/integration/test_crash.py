@@ -75,10 +75,13 @@ def test_kill_9_mid_stream_then_restart_stores_every_event_exactly_once(
 
     first = start_sidecar(env)  # type: ignore[operator]
     wait_until(lambda: _stored(engine) > 0, what="the first batch stored")
+    writer = writer_pid(first.pid)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     stored_at_kill = _stored(engine)
     assert 0 < stored_at_kill < TOTAL, "the kill did not land mid-stream"
+    assert writer is not None
+    wait_until(lambda: not alive(writer), timeout=30, what="the orphaned writer to exit")
 
     second = start_sidecar(env)  # type: ignore[operator]
     wait_until(lambda: _stored(engine) == TOTAL, timeout=120, what="every event stored")
@@ -117,3 +120,48 @@ def _stored(engine: object) -> int:
         return count_stored_events(engine)  # type: ignore[arg-type]
     except Exception:  # the table appears when the sidecar has migrated
         return 0
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\nState:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
+
+
+def writer_pid(parent: int) -> int | None:
+    """The ingest writer: the child started by multiprocessing's spawn (not its tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    for child in children:
+        command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in command:
+            return int(child)
+    return None
+
+
+def test_a_dead_writer_process_stops_the_sidecar_and_a_restart_loses_nothing(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str, start_sidecar: object, tmp_path: Path
+) -> None:
+    rng = random.Random(13)
+    events = [make_event(rng) for _ in range(TOTAL)]
+    produce(kafka_bootstrap, topics.traffic, [encode(e) for e in events])
+    env = sidecar_env(kafka_bootstrap, topics, sqlite_url)
+    engine = create_database_engine(sqlite_url)
+
+    first = start_sidecar(env)  # type: ignore[operator]
+    wait_until(lambda: _stored(engine) > 0, what="the first batch stored")
+    pid = writer_pid(first.pid)
+    assert pid is not None, "no ingest writer process found"
+    os.kill(pid, signal.SIGKILL)
+    assert first.wait(timeout=60) == 1
+    assert "ingest writer process exited" in (tmp_path / "sidecar-0.log").read_text()
+    assert _stored(engine) < TOTAL, "the kill did not land mid-stream"
+
+    second = start_sidecar(env)  # type: ignore[operator]
+    wait_until(lambda: _stored(engine) == TOTAL, timeout=120, what="every event stored")
+    ids = stored_event_ids(engine)
+    assert len(ids) == len(set(ids)) == TOTAL
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0
+    engine.dispose()

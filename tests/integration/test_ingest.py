@@ -71,7 +71,7 @@ class Running:
     def __init__(self, settings: Settings, engine: Any) -> None:
         self.metrics = Metrics()
         self.consumer = TrafficConsumer(
-            settings, str(settings.kafka_bootstrap_servers), engine, self.metrics
+            settings, str(settings.kafka_bootstrap_servers), self.metrics
         )
         self.thread = threading.Thread(target=self.consumer.run, daemon=True)
 

@@ -32,7 +32,7 @@ def engine(postgres_url: str) -> Iterator[Engine]:
 
 
 def start(settings: Any, engine: Engine) -> tuple[TrafficConsumer, threading.Thread]:
-    consumer = TrafficConsumer(settings, str(settings.kafka_bootstrap_servers), engine, Metrics())
+    consumer = TrafficConsumer(settings, str(settings.kafka_bootstrap_servers), Metrics())
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     return consumer, thread
@@ -60,7 +60,7 @@ def test_database_outage_is_retried_until_it_is_back(
     engine: Engine,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sidecar.ingest.consumer")
+    caplog.set_level(logging.WARNING, logger="sidecar.ingest")
     settings = test_settings(kafka_bootstrap, topics, postgres_url)
     rng = random.Random(5)
     consumer, thread = start(settings, engine)
@@ -89,7 +89,7 @@ def test_stop_during_a_database_outage_commits_nothing_and_loses_nothing(
     engine: Engine,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sidecar.ingest.consumer")
+    caplog.set_level(logging.WARNING, logger="sidecar.ingest")
     settings = test_settings(kafka_bootstrap, topics, postgres_url, ingest_batch_size=10)
     rng = random.Random(6)
     consumer, thread = start(settings, engine)
