@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 200
 LAG_INTERVAL_S = 5.0
+COMMIT_INTERVAL_S = 0.5
 REVOKE_DRAIN_S = 10.0
 
 Offsets = dict[tuple[str, int], int]
@@ -55,6 +56,7 @@ class TrafficConsumer:
         self._uncommitted: Offsets = {}
         self._committed: Offsets = {}
         self._paused = False
+        self._last_commit = 0.0
         self._lag_checked = 0.0
         try:
             self._consumer = KafkaConsumer(
@@ -103,7 +105,7 @@ class TrafficConsumer:
         finally:
             self._pending.put(None)
             pump.join()
-            self._commit_stored()
+            self._commit_stored(now=True)
             self._consumer.close(autocommit=False)
             self._writer.close()
         if self._failure is not None:
@@ -167,10 +169,15 @@ class TrafficConsumer:
             finally:
                 self._pending.task_done()
 
-    def _commit_stored(self) -> None:
+    def _commit_stored(self, now: bool = False) -> None:
+        """Commit what the writer has stored: at most every COMMIT_INTERVAL_S (a crash then
+        redelivers at most that much, as counted duplicates), or `now`."""
         while not self._stored.empty():
             for position, offset in self._stored.get_nowait().items():
                 self._uncommitted[position] = max(offset, self._uncommitted.get(position, 0))
+        if not now and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S:
+            return
+        self._last_commit = time.monotonic()
         assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
         owned = {p: o for p, o in self._uncommitted.items() if p in assigned}
         self._uncommitted = owned
@@ -201,7 +208,7 @@ class TrafficConsumer:
         while self._pending.unfinished_tasks and time.monotonic() < deadline:
             if self._stopping.wait(0.01):
                 break
-        self._commit_stored()
+        self._commit_stored(now=True)
         self._uncommitted.clear()
 
     def _check_positions(self) -> None:
