@@ -24,7 +24,7 @@ from pathlib import Path
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
 from sidecar.ingest.consumer import TrafficConsumer
-from sidecar.metrics import Metrics
+from sidecar.metrics import PREFIX, Metrics
 from sidecar.runtime.kafka import ensure_topics, kafka_cluster
 from sidecar.settings import load_settings
 from sidecar.store.database import create_database_engine, migrate
@@ -101,13 +101,15 @@ def sidecar_ingest(servers: str, topic: str, count: int, workdir: Path) -> float
     migrate(engine)
     metrics = Metrics()
     consumer = TrafficConsumer(settings, servers, metrics)
-    accepted = metrics.events_consumed.labels("customer-care", "accepted")
+    accepted_labels = {"prompt": "customer-care", "outcome": "accepted"}
     runner = threading.Thread(target=consumer.run, daemon=True)
     runner.start()
     if not consumer.wait_assigned(60):
         raise RuntimeError("sidecar consumer was not assigned partitions")
     start = time.perf_counter()
-    while accepted._value.get() < count:
+    while (
+        metrics.registry.get_sample_value(PREFIX + "events_consumed_total", accepted_labels) or 0
+    ) < count:
         time.sleep(0.01)
     elapsed = time.perf_counter() - start
     consumer.stop()

@@ -31,6 +31,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.ingest_paused = Gauge(
+            PREFIX + "ingest_paused",
+            "1 while the consumer has paused its partitions because storing is behind.",
+            registry=self.registry,
+        )
+
     def prompt_label(self, prompt: str | None) -> str:
         """A label value for a prompt name, bounded so traffic cannot explode cardinality."""
         if not prompt:

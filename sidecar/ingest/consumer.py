@@ -41,7 +41,7 @@ class PolledBatch:
 
 
 class TrafficConsumer:
-    """Owns the Kafka consumer and the dead-letter producer; `run()` blocks until `stop()`."""
+    """Owns the Kafka consumer and the writer process; `run()` blocks until `stop()`."""
 
     def __init__(self, settings: Settings, bootstrap_servers: str, metrics: Metrics) -> None:
         self._settings = settings
@@ -55,7 +55,6 @@ class TrafficConsumer:
         self._stored: queue.Queue[Offsets] = queue.Queue()
         self._uncommitted: Offsets = {}
         self._committed: Offsets = {}
-        self._paused = False
         self._last_commit = 0.0
         self._lag_checked = 0.0
         try:
@@ -87,10 +86,6 @@ class TrafficConsumer:
         if self._writer is not None:
             self._writer.stop()
 
-    @property
-    def writer_pid(self) -> int | None:
-        return self._writer.pid if self._writer else None
-
     def run(self) -> None:
         """Consume until `stop()`; raises WriterError if the writer process died."""
         self._writer = IngestWriter(self._settings, self._bootstrap_servers)
@@ -112,11 +107,9 @@ class TrafficConsumer:
             raise self._failure
 
     def _poll_once(self) -> None:
-        if self._pending.full():
-            self._pause(True)
-            self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
-            return
-        self._pause(False)
+        """Poll once; while the writer is behind, every assigned partition stays paused. A
+        record that arrives anyway is queued, never dropped: a later commit would skip it."""
+        self._pause(self._pending.full())
         polled = self._consumer.poll(
             timeout_ms=POLL_TIMEOUT_MS, max_records=self._settings.ingest_batch_size
         )
@@ -133,14 +126,11 @@ class TrafficConsumer:
         self._pending.put(PolledBatch(records, next_offsets))
 
     def _pause(self, paused: bool) -> None:
-        if paused == self._paused:
-            return
-        partitions = self._consumer.assignment()
+        self._metrics.ingest_paused.set(1 if paused else 0)
         if paused:
-            self._consumer.pause(*partitions)
-        else:
-            self._consumer.resume(*partitions)
-        self._paused = paused
+            self._consumer.pause(*self._consumer.assignment())
+        elif self._consumer.paused():
+            self._consumer.resume(*self._consumer.paused())
 
     def _write_loop(self) -> None:
         """Hand batches to the writer in order; after one is abandoned (stopping while the

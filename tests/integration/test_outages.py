@@ -148,3 +148,41 @@ def test_broker_restart_is_survived(sqlite_url: str) -> None:
     finally:
         broker.stop()
         engine.dispose()
+
+
+def test_a_blocked_database_pauses_the_partitions_and_loses_nothing(
+    kafka_bootstrap: str, topics: Topics, postgres_url: str, engine: Engine
+) -> None:
+    """The writer blocks on a locked table; the consumer fills its queue, pauses, and keeps
+    its group membership; once the lock goes, every event is stored exactly once."""
+    settings = test_settings(
+        kafka_bootstrap, topics, postgres_url, ingest_batch_size=10, ingest_queue_batches=1
+    )
+    metrics = Metrics()
+    consumer = TrafficConsumer(settings, kafka_bootstrap, metrics)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    rng = random.Random(9)
+    try:
+        assert consumer.wait_assigned(30)
+        with engine.connect() as locker:
+            locker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+            produce(kafka_bootstrap, topics.traffic, [encode(make_event(rng)) for _ in range(200)])
+            wait_until(
+                lambda: metrics.registry.get_sample_value("gepa_sidecar_ingest_paused") == 1,
+                what="the consumer to pause",
+            )
+            locker.rollback()
+        wait_until(lambda: count_stored_events(engine) == 200, what="all 200 stored")
+        wait_until(
+            lambda: metrics.registry.get_sample_value("gepa_sidecar_ingest_paused") == 0,
+            what="the consumer to resume",
+        )
+    finally:
+        stop(consumer, thread)
+    assert ingest_totals(engine) == {
+        "accepted": 200,
+        "sampled_out": 0,
+        "invalid": 0,
+        "duplicate": 0,
+    }
