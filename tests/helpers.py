@@ -80,7 +80,7 @@ def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -
     return records
 
 
-def test_settings(bootstrap: str, topics: Any, database_url: str, **overrides: Any) -> Settings:
+def sidecar_settings(bootstrap: str, topics: Any, database_url: str, **overrides: Any) -> Settings:
     """Settings for a sidecar under test: fast group joins, its own topics and group."""
     values: dict[str, Any] = {
         "kafka_bootstrap_servers": bootstrap,
@@ -95,6 +95,3 @@ def test_settings(bootstrap: str, topics: Any, database_url: str, **overrides: A
     }
     values.update(overrides)
     return load_settings(**values)
-
-
-test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test

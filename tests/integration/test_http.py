@@ -121,7 +121,7 @@ def test_a_port_in_use_is_a_config_error_naming_the_setting() -> None:
 
 
 def test_app_consumes_and_counts(kafka_bootstrap: str, topics: Topics, sqlite_url: str) -> None:
-    app = App(helpers.test_settings(kafka_bootstrap, topics, sqlite_url))
+    app = App(helpers.sidecar_settings(kafka_bootstrap, topics, sqlite_url))
     thread = threading.Thread(target=app.run, name="app-under-test", daemon=True)
     thread.start()
     try:

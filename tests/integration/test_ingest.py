@@ -22,7 +22,7 @@ from sidecar.settings import Settings
 from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import count_stored_events, ingest_totals, stored_event_ids
 from tests.conftest import Topics
-from tests.helpers import encode, make_event, produce, read_all, test_settings, wait_until
+from tests.helpers import encode, make_event, produce, read_all, sidecar_settings, wait_until
 
 RNG_SEED = 20261125
 
@@ -105,7 +105,7 @@ def test_exact_counts_dead_letters_and_duplicates(
     keys += [e["event_id"].encode() for e in redelivered]
     produce(kafka_bootstrap, topics.traffic, values, keys)
 
-    settings = test_settings(kafka_bootstrap, topics, database_url, ingest_batch_size=100)
+    settings = sidecar_settings(kafka_bootstrap, topics, database_url, ingest_batch_size=100)
     with Running(settings, engine) as running:
         wait_until(lambda: sum(ingest_totals(engine).values()) >= len(values), what="all counted")
 
@@ -146,7 +146,7 @@ def test_sampling_keeps_the_same_events_every_time(
     produce(kafka_bootstrap, topics.traffic, [encode(e) for e in events])
     expected = {e["event_id"] for e in events if is_sampled(e["event_id"], 0.3)}
 
-    settings = test_settings(kafka_bootstrap, topics, sqlite_url, sample_rate=0.3)
+    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url, sample_rate=0.3)
     with Running(settings, engine):
         wait_until(lambda: sum(ingest_totals(engine).values()) >= 400, what="all counted")
     totals = ingest_totals(engine)
@@ -164,7 +164,7 @@ def test_stop_commits_offsets_and_a_restart_resumes_after_them(
     rng = random.Random(RNG_SEED + 2)
     first = [make_event(rng) for _ in range(150)]
     produce(kafka_bootstrap, topics.traffic, [encode(e) for e in first])
-    settings = test_settings(kafka_bootstrap, topics, sqlite_url, ingest_batch_size=20)
+    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url, ingest_batch_size=20)
     with Running(settings, engine):
         wait_until(lambda: count_stored_events(engine) == 150, what="first 150 stored")
 
@@ -194,7 +194,7 @@ def test_events_keep_inputs_and_metadata(
     event["trace"] = {"model": "m", "latency_ms": 812, "tokens": {"prompt": 1, "completion": 2}}
     event["unknown_field"] = "ignored"
     produce(kafka_bootstrap, topics.traffic, [json.dumps(event).encode()])
-    with Running(test_settings(kafka_bootstrap, topics, sqlite_url), engine):
+    with Running(sidecar_settings(kafka_bootstrap, topics, sqlite_url), engine):
         wait_until(lambda: count_stored_events(engine) == 1, what="the event stored")
     with Session(engine) as session:
         row = session.exec(select(Event)).one()

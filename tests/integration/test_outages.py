@@ -20,7 +20,7 @@ from sidecar.runtime.kafka import ensure_topics
 from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import count_stored_events, ingest_totals
 from tests.conftest import Topics
-from tests.helpers import encode, make_event, produce, read_all, test_settings, wait_until
+from tests.helpers import encode, make_event, produce, read_all, sidecar_settings, wait_until
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_database_outage_is_retried_until_it_is_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="sidecar.ingest")
-    settings = test_settings(kafka_bootstrap, topics, postgres_url)
+    settings = sidecar_settings(kafka_bootstrap, topics, postgres_url)
     rng = random.Random(5)
     consumer, thread = start(settings, engine)
     try:
@@ -90,7 +90,7 @@ def test_stop_during_a_database_outage_commits_nothing_and_loses_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="sidecar.ingest")
-    settings = test_settings(kafka_bootstrap, topics, postgres_url, ingest_batch_size=10)
+    settings = sidecar_settings(kafka_bootstrap, topics, postgres_url, ingest_batch_size=10)
     rng = random.Random(6)
     consumer, thread = start(settings, engine)
     assert consumer.wait_assigned(30)
@@ -122,7 +122,7 @@ def test_broker_restart_is_survived(sqlite_url: str) -> None:
     try:
         servers = broker.bootstrap_servers
         ensure_topics(servers, [topics.traffic, topics.dlq])
-        settings = test_settings(servers, topics, sqlite_url)
+        settings = sidecar_settings(servers, topics, sqlite_url)
         consumer, thread = start(settings, engine)
         try:
             produce(servers, topics.traffic, [encode(make_event(rng)) for _ in range(20)])
@@ -155,7 +155,7 @@ def test_a_blocked_database_pauses_the_partitions_and_loses_nothing(
 ) -> None:
     """The writer blocks on a locked table; the consumer fills its queue, pauses, and keeps
     its group membership; once the lock goes, every event is stored exactly once."""
-    settings = test_settings(
+    settings = sidecar_settings(
         kafka_bootstrap, topics, postgres_url, ingest_batch_size=10, ingest_queue_batches=1
     )
     metrics = Metrics()
