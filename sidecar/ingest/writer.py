@@ -65,10 +65,6 @@ class IngestWriter:
         self._process.start()
         child.close()
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
     def write(self, records: list[RawRecord]) -> OutcomeCounts | None:
         """Store one batch; None when the writer abandoned it because it was told to stop."""
         try:

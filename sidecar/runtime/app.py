@@ -38,7 +38,6 @@ class App:
         self.http: HttpServer | None = None
         self.consumer: TrafficConsumer | None = None
         self._stopping = threading.Event()
-        self.started = threading.Event()
 
     def readiness(self) -> dict[str, bool]:
         return {
@@ -70,7 +69,6 @@ class App:
             )
             if self._stopping.is_set():
                 self.consumer.stop()
-            self.started.set()
             self.consumer.run()
             log.info("sidecar stopped")
 

@@ -56,10 +56,6 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def start(self) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         command = [
