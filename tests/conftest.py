@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from sidecar.runtime.kafka import ensure_topics, kafka_cluster
+from sidecar.store.database import create_database_engine, migrate
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -69,3 +70,19 @@ def database_url(request: pytest.FixtureRequest) -> str:
     """Run the test once on a SQLite file and once on PostgreSQL."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def migrated_engine() -> Iterator[Callable[[str], Engine]]:
+    """Engines on migrated databases, disposed at the end of the test."""
+    engines: list[Engine] = []
+
+    def make(url: str) -> Engine:
+        engine = create_database_engine(url)
+        migrate(engine)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()

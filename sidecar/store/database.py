@@ -21,16 +21,16 @@ def create_database_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            json_serializer=_to_json,
+            json_serializer=json_text,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(
-        url, pool_pre_ping=True, pool_size=5, max_overflow=5, json_serializer=_to_json
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, json_serializer=json_text
     )
 
 
-def _to_json(value: Any) -> str:
+def json_text(value: Any) -> str:
     """JSON columns are encoded by pydantic-core (Rust): several times faster than `json`."""
     return to_json(value).decode()
 
@@ -52,7 +52,7 @@ def migrate(engine: Engine) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
-        raise StoreError(f"database migration failed: {_first_line(exc)}") from exc
+        raise StoreError(f"database migration failed: {first_line(exc)}") from exc
 
 
 def ping(engine: Engine) -> bool:
@@ -65,5 +65,6 @@ def ping(engine: Engine) -> bool:
     return True
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """A driver error in one line, for the one-line errors operators see."""
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

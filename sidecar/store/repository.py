@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from sidecar.errors import StoreError
 from sidecar.events import ConsumedEvent, components_sha256
+from sidecar.store.database import first_line, json_text
 from sidecar.store.tables import (
     AuditEntry,
     Candidate,
@@ -36,8 +36,7 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         with engine.begin() as connection:
             yield connection
     except SQLAlchemyError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StoreError(f"database error: {first}") from exc
+        raise StoreError(f"database error: {first_line(exc)}") from exc
 
 
 def _insert(connection: Connection) -> Callable[..., Any]:
@@ -137,7 +136,7 @@ def _insert_events(
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else to_json(value).decode()
+    return None if value is None else json_text(value)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -10,10 +10,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 from kafka import KafkaAdminClient
+from sqlalchemy import Engine
 
 from sidecar.store.database import create_database_engine
 from sidecar.store.repository import count_stored_events, ingest_totals, stored_event_ids
@@ -64,17 +65,26 @@ def start_sidecar(tmp_path: Path) -> Iterator[object]:
         log.close()
 
 
-def test_kill_9_mid_stream_then_restart_stores_every_event_exactly_once(
-    kafka_bootstrap: str, topics: Topics, database_url: str, start_sidecar: object
-) -> None:
-    rng = random.Random(99)
+def stream_and_start(
+    kafka_bootstrap: str, topics: Topics, database_url: str, start_sidecar: Any, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, str], Engine, subprocess.Popen[bytes]]:
+    """Produce TOTAL events, start a sidecar, and return once its first batch is stored."""
+    rng = random.Random(seed)
     events = [make_event(rng) for _ in range(TOTAL)]
     produce(kafka_bootstrap, topics.traffic, [encode(e) for e in events])
     env = sidecar_env(kafka_bootstrap, topics, database_url)
     engine = create_database_engine(database_url)
-
-    first = start_sidecar(env)  # type: ignore[operator]
+    first = start_sidecar(env)
     wait_until(lambda: _stored(engine) > 0, what="the first batch stored")
+    return events, env, engine, first
+
+
+def test_kill_9_mid_stream_then_restart_stores_every_event_exactly_once(
+    kafka_bootstrap: str, topics: Topics, database_url: str, start_sidecar: object
+) -> None:
+    events, env, engine, first = stream_and_start(
+        kafka_bootstrap, topics, database_url, start_sidecar, seed=99
+    )
     writer = writer_pid(first.pid)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
@@ -143,14 +153,9 @@ def writer_pid(parent: int) -> int | None:
 def test_a_dead_writer_process_stops_the_sidecar_and_a_restart_loses_nothing(
     kafka_bootstrap: str, topics: Topics, sqlite_url: str, start_sidecar: object, tmp_path: Path
 ) -> None:
-    rng = random.Random(13)
-    events = [make_event(rng) for _ in range(TOTAL)]
-    produce(kafka_bootstrap, topics.traffic, [encode(e) for e in events])
-    env = sidecar_env(kafka_bootstrap, topics, sqlite_url)
-    engine = create_database_engine(sqlite_url)
-
-    first = start_sidecar(env)  # type: ignore[operator]
-    wait_until(lambda: _stored(engine) > 0, what="the first batch stored")
+    _, env, engine, first = stream_and_start(
+        kafka_bootstrap, topics, sqlite_url, start_sidecar, seed=13
+    )
     pid = writer_pid(first.pid)
     assert pid is not None, "no ingest writer process found"
     os.kill(pid, signal.SIGKILL)

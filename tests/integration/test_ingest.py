@@ -7,11 +7,12 @@ import json
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
+from sqlalchemy import Engine
 
 from sidecar.events import MAX_EVENT_BYTES
 from sidecar.ingest.consumer import TrafficConsumer
@@ -19,7 +20,6 @@ from sidecar.ingest.dead_letter import REASON_HEADER, SOURCE_HEADER, TRUNCATED_H
 from sidecar.ingest.sampling import is_sampled
 from sidecar.metrics import Metrics
 from sidecar.settings import Settings
-from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import count_stored_events, ingest_totals, stored_event_ids
 from tests.conftest import Topics
 from tests.helpers import encode, make_event, produce, read_all, sidecar_settings, wait_until
@@ -58,17 +58,14 @@ def malformed_corpus() -> list[tuple[bytes, str]]:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Any]:
-    engine = create_database_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def engine(database_url: str, migrated_engine: Callable[[str], Engine]) -> Engine:
+    return migrated_engine(database_url)
 
 
 class Running:
     """A TrafficConsumer on a thread, stopped and joined at the end of the test."""
 
-    def __init__(self, settings: Settings, engine: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.metrics = Metrics()
         self.consumer = TrafficConsumer(
             settings, str(settings.kafka_bootstrap_servers), self.metrics
@@ -106,7 +103,7 @@ def test_exact_counts_dead_letters_and_duplicates(
     produce(kafka_bootstrap, topics.traffic, values, keys)
 
     settings = sidecar_settings(kafka_bootstrap, topics, database_url, ingest_batch_size=100)
-    with Running(settings, engine) as running:
+    with Running(settings) as running:
         wait_until(lambda: sum(ingest_totals(engine).values()) >= len(values), what="all counted")
 
         assert ingest_totals(engine) == {
@@ -137,35 +134,32 @@ def test_exact_counts_dead_letters_and_duplicates(
 
 
 def test_sampling_keeps_the_same_events_every_time(
-    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str, migrated_engine: Callable[[str], Engine]
 ) -> None:
-    engine = create_database_engine(sqlite_url)
-    migrate(engine)
+    engine = migrated_engine(sqlite_url)
     rng = random.Random(RNG_SEED + 1)
     events = [make_event(rng) for _ in range(400)]
     produce(kafka_bootstrap, topics.traffic, [encode(e) for e in events])
     expected = {e["event_id"] for e in events if is_sampled(e["event_id"], 0.3)}
 
     settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url, sample_rate=0.3)
-    with Running(settings, engine):
+    with Running(settings):
         wait_until(lambda: sum(ingest_totals(engine).values()) >= 400, what="all counted")
     totals = ingest_totals(engine)
     assert set(stored_event_ids(engine)) == expected
     assert totals["accepted"] == len(expected)
     assert totals["sampled_out"] == 400 - len(expected)
-    engine.dispose()
 
 
 def test_stop_commits_offsets_and_a_restart_resumes_after_them(
-    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str, migrated_engine: Callable[[str], Engine]
 ) -> None:
-    engine = create_database_engine(sqlite_url)
-    migrate(engine)
+    engine = migrated_engine(sqlite_url)
     rng = random.Random(RNG_SEED + 2)
     first = [make_event(rng) for _ in range(150)]
     produce(kafka_bootstrap, topics.traffic, [encode(e) for e in first])
     settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url, ingest_batch_size=20)
-    with Running(settings, engine):
+    with Running(settings):
         wait_until(lambda: count_stored_events(engine) == 150, what="first 150 stored")
 
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -175,26 +169,24 @@ def test_stop_commits_offsets_and_a_restart_resumes_after_them(
 
     second = [make_event(rng) for _ in range(30)]
     produce(kafka_bootstrap, topics.traffic, [encode(e) for e in second])
-    with Running(settings, engine):
+    with Running(settings):
         wait_until(lambda: count_stored_events(engine) == 180, what="next 30 stored")
     assert ingest_totals(engine)["duplicate"] == 0, "a restart re-read committed records"
-    engine.dispose()
 
 
 def test_events_keep_inputs_and_metadata(
-    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str, migrated_engine: Callable[[str], Engine]
 ) -> None:
     from sqlmodel import Session, select
 
     from sidecar.store.tables import Event
 
-    engine = create_database_engine(sqlite_url)
-    migrate(engine)
+    engine = migrated_engine(sqlite_url)
     event = make_event(random.Random(3), metadata={"segment": "billing", "locale": "de"})
     event["trace"] = {"model": "m", "latency_ms": 812, "tokens": {"prompt": 1, "completion": 2}}
     event["unknown_field"] = "ignored"
     produce(kafka_bootstrap, topics.traffic, [json.dumps(event).encode()])
-    with Running(sidecar_settings(kafka_bootstrap, topics, sqlite_url), engine):
+    with Running(sidecar_settings(kafka_bootstrap, topics, sqlite_url)):
         wait_until(lambda: count_stored_events(engine) == 1, what="the event stored")
     with Session(engine) as session:
         row = session.exec(select(Event)).one()
@@ -203,4 +195,3 @@ def test_events_keep_inputs_and_metadata(
     assert row.meta == {"segment": "billing", "locale": "de"} and row.segment == "billing"
     assert row.trace == event["trace"]
     assert row.source_partition in (0, 1)
-    engine.dispose()

@@ -7,7 +7,7 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,22 +17,22 @@ from sidecar.ingest.consumer import TrafficConsumer
 from sidecar.metrics import Metrics
 from sidecar.runtime.broker import EmbeddedBroker, free_port
 from sidecar.runtime.kafka import ensure_topics
-from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import count_stored_events, ingest_totals
 from tests.conftest import Topics
 from tests.helpers import encode, make_event, produce, read_all, sidecar_settings, wait_until
 
 
 @pytest.fixture
-def engine(postgres_url: str) -> Iterator[Engine]:
-    engine = create_database_engine(postgres_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def engine(postgres_url: str, migrated_engine: Callable[[str], Engine]) -> Engine:
+    return migrated_engine(postgres_url)
 
 
-def start(settings: Any, engine: Engine) -> tuple[TrafficConsumer, threading.Thread]:
-    consumer = TrafficConsumer(settings, str(settings.kafka_bootstrap_servers), Metrics())
+def start(
+    settings: Any, metrics: Metrics | None = None
+) -> tuple[TrafficConsumer, threading.Thread]:
+    consumer = TrafficConsumer(
+        settings, str(settings.kafka_bootstrap_servers), metrics or Metrics()
+    )
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     return consumer, thread
@@ -63,7 +63,7 @@ def test_database_outage_is_retried_until_it_is_back(
     caplog.set_level(logging.WARNING, logger="sidecar.ingest")
     settings = sidecar_settings(kafka_bootstrap, topics, postgres_url)
     rng = random.Random(5)
-    consumer, thread = start(settings, engine)
+    consumer, thread = start(settings)
     try:
         assert consumer.wait_assigned(30)
         events_table(engine, "events", "events_away")
@@ -92,7 +92,7 @@ def test_stop_during_a_database_outage_commits_nothing_and_loses_nothing(
     caplog.set_level(logging.WARNING, logger="sidecar.ingest")
     settings = sidecar_settings(kafka_bootstrap, topics, postgres_url, ingest_batch_size=10)
     rng = random.Random(6)
-    consumer, thread = start(settings, engine)
+    consumer, thread = start(settings)
     assert consumer.wait_assigned(30)
     events_table(engine, "events", "events_away")
     produce(kafka_bootstrap, topics.traffic, [encode(make_event(rng)) for _ in range(30)])
@@ -101,7 +101,7 @@ def test_stop_during_a_database_outage_commits_nothing_and_loses_nothing(
     events_table(engine, "events_away", "events")
     assert count_stored_events(engine) == 0
 
-    consumer, thread = start(settings, engine)
+    consumer, thread = start(settings)
     try:
         wait_until(lambda: count_stored_events(engine) == 30, what="all 30 after the restart")
     finally:
@@ -109,21 +109,22 @@ def test_stop_during_a_database_outage_commits_nothing_and_loses_nothing(
     assert ingest_totals(engine)["accepted"] == 30
 
 
-def test_broker_restart_is_survived(sqlite_url: str) -> None:
+def test_broker_restart_is_survived(
+    sqlite_url: str, migrated_engine: Callable[[str], Engine]
+) -> None:
     """The embedded broker keeps nothing across a restart: the consumer must rejoin, reset to
     the new log's start, and the dead-letter producer must keep working."""
     port = free_port()
     name = f"t-{uuid.uuid4().hex[:8]}"
     topics = Topics(name, name + ".dlq", f"g-{uuid.uuid4().hex[:8]}")
-    engine = create_database_engine(sqlite_url)
-    migrate(engine)
+    engine = migrated_engine(sqlite_url)
     rng = random.Random(8)
     broker = EmbeddedBroker(port=port).start()
     try:
         servers = broker.bootstrap_servers
         ensure_topics(servers, [topics.traffic, topics.dlq])
         settings = sidecar_settings(servers, topics, sqlite_url)
-        consumer, thread = start(settings, engine)
+        consumer, thread = start(settings)
         try:
             produce(servers, topics.traffic, [encode(make_event(rng)) for _ in range(20)])
             wait_until(lambda: count_stored_events(engine) == 20, what="20 before the restart")
@@ -147,7 +148,6 @@ def test_broker_restart_is_survived(sqlite_url: str) -> None:
             stop(consumer, thread)
     finally:
         broker.stop()
-        engine.dispose()
 
 
 def test_a_blocked_database_pauses_the_partitions_and_loses_nothing(
@@ -159,9 +159,7 @@ def test_a_blocked_database_pauses_the_partitions_and_loses_nothing(
         kafka_bootstrap, topics, postgres_url, ingest_batch_size=10, ingest_queue_batches=1
     )
     metrics = Metrics()
-    consumer = TrafficConsumer(settings, kafka_bootstrap, metrics)
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
+    consumer, thread = start(settings, metrics)
     rng = random.Random(9)
     try:
         assert consumer.wait_assigned(30)
