@@ -4,7 +4,14 @@ The public names below are the wire schemas, the settings and the error tree; ev
 is reached through the `gepa-sidecar` command or the HTTP API.
 """
 
-from sidecar.errors import BrokerError, ConfigError, InputError, SidecarError, StoreError
+from sidecar.errors import (
+    BrokerError,
+    ConfigError,
+    InputError,
+    LlmError,
+    SidecarError,
+    StoreError,
+)
 from sidecar.events import PromptDocument, TrafficEvent, canonical_json, components_sha256
 from sidecar.settings import Settings, load_settings
 
@@ -14,6 +21,7 @@ __all__ = [
     "BrokerError",
     "ConfigError",
     "InputError",
+    "LlmError",
     "PromptDocument",
     "Settings",
     "SidecarError",

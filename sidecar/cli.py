@@ -46,7 +46,7 @@ def _stop_on_signals(stop: Any) -> None:
 
 @cli.command()
 def run() -> None:
-    """Run everything: consumer, HTTP API (and, as they land, judge, scheduler, publishers)."""
+    """Run everything: consumer, judge workers, HTTP API (later: scheduler, publishers)."""
     settings = load_settings()
     prompts = load_prompts_config(settings.config_file)
     from sidecar.runtime.app import App
@@ -108,6 +108,82 @@ def status(json_output: JsonFlag = False) -> None:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
     typer.echo(_format_status(summary))
+
+
+@cli.command("judge-eval")
+def judge_eval(
+    labels: Annotated[
+        Path, typer.Option(help='JSONL: {"inputs": {...}, "output": "...", "label": 0..1}.')
+    ],
+    prompt: Annotated[
+        str | None, typer.Option(help="Whose rubric to use (needed when several are managed).")
+    ] = None,
+    min_kappa: Annotated[
+        float | None, typer.Option(help="Exit 1 when Cohen's kappa is below this (for CI).")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """How well the judge agrees with human labels: accuracy, Cohen's kappa, confusion matrix."""
+    import asyncio
+
+    from sidecar.judge.agreement import agreement, read_labels
+    from sidecar.judge.judge import Judge, score_all
+    from sidecar.llm.gateway import Gateway
+
+    settings = load_settings()
+    rubric, name = _rubric_for(settings, prompt)
+    examples = read_labels(labels)
+    judge = Judge(Gateway(settings), rubric)
+    verdicts = asyncio.run(score_all(judge, [(e.inputs, e.output, e.trace) for e in examples]))
+    result = agreement(
+        [example.label for example in examples],
+        [verdict.score if verdict is not None else None for verdict in verdicts],
+        examples,
+    )
+    report = {"prompt": name, "judge_version": judge.version, **result.as_dict()}
+    if json_output:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        typer.echo(_format_agreement(report))
+    if min_kappa is not None and (result.kappa is None or result.kappa < min_kappa):
+        typer.echo(f"error: kappa {result.kappa} is below --min-kappa {min_kappa}", err=True)
+        raise typer.Exit(1)
+
+
+def _rubric_for(settings: Settings, prompt: str | None) -> tuple[str, str | None]:
+    """The rubric of the named prompt, of the only prompt, or the default one."""
+    from sidecar.judge.rubric import DEFAULT_RUBRIC
+
+    specs = {spec.name: spec for spec in load_prompts_config(settings.config_file).prompts}
+    if prompt is not None:
+        if prompt not in specs:
+            known = ", ".join(sorted(specs)) or "none"
+            raise InputError(f"--prompt: {prompt!r} is not in SIDECAR_CONFIG_FILE (known: {known})")
+        spec = specs[prompt]
+    elif len(specs) > 1:
+        raise InputError(f"--prompt: several prompts are managed ({', '.join(sorted(specs))})")
+    elif specs:
+        spec = next(iter(specs.values()))
+    else:
+        return DEFAULT_RUBRIC, None
+    return (spec.judge.rubric if spec.judge else DEFAULT_RUBRIC), spec.name
+
+
+def _format_agreement(report: dict[str, Any]) -> str:
+    kappa = "undefined" if report["kappa"] is None else f"{report['kappa']:.3f}"
+    categories = report["categories"]
+    lines = [
+        f"judge      {report['judge_version']}  prompt={report['prompt']}",
+        f"examples   n={report['n']}  judge_errors={report['judge_errors']}",
+        f"accuracy   {report['accuracy']:.3f}",
+        f"kappa      {kappa}",
+        f"mae        {report['mean_abs_error']:.3f}",
+        "confusion  rows: human label, columns: judge",
+        "           " + "".join(f"{category:>8g}" for category in categories),
+    ]
+    for category, row in zip(categories, report["confusion"], strict=True):
+        lines.append(f"   {category:>8g}" + "".join(f"{count:>8d}" for count in row))
+    return "\n".join(lines)
 
 
 def _require_database(settings: Settings) -> None:

@@ -4,7 +4,8 @@ SidecarError
 ├── ConfigError          a setting or the config file is wrong; the process refuses to start
 ├── StoreError           the database refused or failed a call (SQLAlchemy errors translated)
 ├── BrokerError          the Kafka cluster or the embedded broker failed (kafka-python errors)
-└── InputError           a CLI or API caller asked for something that is not valid
+├── InputError           a CLI or API caller asked for something that is not valid
+└── LlmError             a model provider failed or refused, after the gateway's retries
 """
 
 
@@ -26,3 +27,23 @@ class BrokerError(SidecarError):
 
 class InputError(SidecarError):
     """A person or client asked for something invalid; the message says why."""
+
+
+class LlmError(SidecarError):
+    """A model call failed; `retryable` says whether asking again later may succeed.
+
+    `status` is the provider's HTTP status when there was one; `retry_after_s` its hint.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after_s = retry_after_s

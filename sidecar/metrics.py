@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "gepa_sidecar_"
 MAX_PROMPT_LABELS = 50
@@ -31,6 +31,38 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.judge_score = Histogram(
+            PREFIX + "judge_score",
+            "Judge scores (0..1) of sampled events, by prompt and the version that answered.",
+            ["prompt", "version"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry,
+        )
+        self.judge_requests = Counter(
+            PREFIX + "judge_requests",
+            "Judge attempts by outcome (ok|invalid_reply|provider_error).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.llm_request_duration = Histogram(
+            PREFIX + "llm_request_duration_seconds",
+            "Wall time of each model call (each attempt), by role.",
+            ["role"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+            registry=self.registry,
+        )
+        self.llm_tokens = Counter(
+            PREFIX + "llm_tokens",
+            "Tokens used by model calls, by role and type (prompt|completion).",
+            ["role", "type"],
+            registry=self.registry,
+        )
+        self.llm_cost = Counter(
+            PREFIX + "llm_cost_usd",
+            "USD spent on model calls by role, from litellm's cost map (0 for unpriced models).",
+            ["role"],
+            registry=self.registry,
+        )
         self.ingest_paused = Gauge(
             PREFIX + "ingest_paused",
             "1 while the consumer has paused its partitions because storing is behind.",

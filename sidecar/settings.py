@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     judge_api_key: SecretStr | None = None
     task_api_key: SecretStr | None = None
     reflection_api_key: SecretStr | None = None
+    judge_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
+    task_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
+    reflection_concurrency: Annotated[int, Field(ge=1, le=1024)] = 2
+    llm_timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 60.0
+    llm_max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    llm_backoff_base_s: Annotated[float, Field(ge=0.0, le=60.0)] = 0.5
+    llm_backoff_cap_s: Annotated[float, Field(ge=0.0, le=600.0)] = 8.0
+    judge_response_format: Literal["auto", "json_schema", "none"] = "auto"
+    judge_max_tokens: Annotated[int, Field(ge=16, le=8192)] = 400
+    judge_retry_after_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = 60.0
+    judge_poll_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+    local_model_path: Path | None = None
 
     optimize_schedule: str = "3600"
     run_budget_usd: Annotated[float, Field(ge=0.0)] = 1.0
@@ -92,7 +104,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
         return value
 
-    @field_validator("config_file")
+    @field_validator("config_file", "local_model_path")
     @classmethod
     def _config_file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -113,6 +125,14 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(f"{name}: {first['msg']}{shown}") from None
 
 
+class JudgeBlock(BaseModel):
+    """How to judge a prompt's replies: the rubric the judge scores against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rubric: Annotated[str, Field(min_length=1, max_length=20_000)]
+
+
 class PromptSpec(BaseModel):
     """One managed prompt in CONFIG_FILE: its seed components, how to run it, how to judge it."""
 
@@ -121,7 +141,7 @@ class PromptSpec(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
     seed: Annotated[dict[str, str], Field(min_length=1)]
     task: dict[str, Any] | None = None
-    judge: dict[str, Any] | None = None
+    judge: JudgeBlock | None = None
 
 
 class PromptsConfig(BaseModel):

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from sidecar.runtime.kafka import ensure_topics, kafka_cluster
 from sidecar.store.database import create_database_engine, migrate
+from tests.llm_server import LlmServer
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -86,3 +87,10 @@ def migrated_engine() -> Iterator[Callable[[str], Engine]]:
     yield make
     for engine in engines:
         engine.dispose()
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LlmServer]:
+    """Our deterministic OpenAI-compatible server, reached through litellm like a provider."""
+    with LlmServer() as server:
+        yield server

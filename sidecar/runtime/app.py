@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from sidecar.api.app import create_api
 from sidecar.errors import ConfigError
 from sidecar.ingest.consumer import TrafficConsumer
+from sidecar.judge.worker import JudgeWorker
+from sidecar.llm.gateway import Gateway
 from sidecar.metrics import Metrics
 from sidecar.runtime.http import HttpServer
 from sidecar.runtime.kafka import ensure_topics
@@ -37,12 +39,15 @@ class App:
         self.engine = create_database_engine(settings.database_url)
         self.http: HttpServer | None = None
         self.consumer: TrafficConsumer | None = None
+        self.gateway = Gateway(settings, self.metrics)
+        self.judge: JudgeWorker | None = None
         self._stopping = threading.Event()
 
     def readiness(self) -> dict[str, bool]:
         return {
             "database": ping(self.engine),
             "consumer": self.consumer is not None and self.consumer.assigned,
+            "judge": self.judge is not None and self.judge.failed is None,
         }
 
     def stop(self) -> None:
@@ -55,6 +60,8 @@ class App:
             stack.callback(self.engine.dispose)
             migrate(self.engine)
             self._seed_prompts()
+            self.judge = JudgeWorker(self.engine, self.gateway, self.prompts, self.metrics).start()
+            stack.callback(self.judge.stop)
             api = create_api(self, self.metrics.registry)
             self.http = HttpServer(api, self.settings.http_host, self.settings.http_port).start()
             stack.callback(self.http.stop)

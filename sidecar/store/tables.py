@@ -54,7 +54,10 @@ class Judgment(SQLModel, table=True):
     """The judge's score and feedback for one event under one judge version (model + rubric)."""
 
     __tablename__ = "judgments"
-    __table_args__ = (UniqueConstraint("event_row_id", "judge_version"),)
+    __table_args__ = (
+        UniqueConstraint("event_row_id", "judge_version"),
+        Index("ix_judgments_version_status_due", "judge_version", "status", "next_attempt_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     event_row_id: int = Field(foreign_key="events.id", index=True)
@@ -67,6 +70,10 @@ class Judgment(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     attempts: int = 0
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    next_attempt_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
 
 
 class OptimizationRun(SQLModel, table=True):

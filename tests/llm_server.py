@@ -1,0 +1,195 @@
+"""Our own OpenAI-compatible chat-completions server, deterministic and fast, with faults on demand.
+
+Tests and benchmarks reach it through litellm exactly as they would a real provider
+(`openai/<any model>` with `api_base=server.api_base`). Its answers are rules, not a model:
+
+- a judge request (`response_format` schema named `judgment`) scores the reply found between
+  `<output>` tags: `score=X` in the reply forces X; otherwise points for naming a next step,
+  for courtesy, and for echoing a word of the user's message; feedback says what was missing;
+- a pairwise request (schema `pairwise`) prefers the reply the judge rule scores higher, or
+  always answers `position_bias` when that is set (to show why both orders are asked);
+- anything else is a task call: a deterministic reply built from the system and user text.
+
+`fault_rate` injects faults (`fault_kinds`: 429, 500, hang, text) chosen by a seeded RNG, and
+`script` forces the kinds of the next requests in order, so every test is reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from sidecar.runtime.http import HttpServer
+
+FAULT_KINDS = ("429", "500", "hang", "text")
+GOOD_WORDS = ("thank", "sorry", "happy to help", "please")
+_WORD = re.compile(r"[a-z]{4,}")
+
+
+def rule_score(user_message: str, reply: str) -> tuple[float, str]:
+    """The judge rule: a score in [0, 1] and feedback naming what the reply lacked."""
+    forced = re.search(r"score=([0-9.]+)", reply)
+    if forced:
+        return float(forced.group(1)), f"forced score {forced.group(1)}"
+    text = reply.lower()
+    missing = []
+    score = 0.0
+    if "next step" in text:
+        score += 0.5
+    else:
+        missing.append("it does not name the next step")
+    if any(word in text for word in GOOD_WORDS):
+        score += 0.25
+    else:
+        missing.append("it is curt")
+    if set(_WORD.findall(user_message.lower())) & set(_WORD.findall(text)):
+        score += 0.25
+    else:
+        missing.append("it ignores what the customer asked")
+    if not missing:
+        return score, "Good reply."
+    return score, "The reply falls short: " + "; ".join(missing) + "."
+
+
+def _tagged(text: str, tag: str) -> str:
+    match = re.search(rf"<{tag}>\n?(.*?)\n?</{tag}>", text, re.S)
+    return match.group(1) if match else ""
+
+
+class LlmServer:
+    """Start with `start()`; point litellm at `api_base`. Attributes may change between calls."""
+
+    def __init__(self, latency_s: float = 0.0, seed: int = 7) -> None:
+        self.latency_s = latency_s
+        self.fault_rate = 0.0
+        self.fault_kinds: tuple[str, ...] = FAULT_KINDS
+        self.script: list[str] = []
+        self.hang_s = 30.0
+        self.position_bias: str | None = None
+        self.refuse_response_format = False
+        self.inflight = 0
+        self.max_inflight = 0
+        self.requests: Counter[str] = Counter()
+        self.bodies: list[dict[str, Any]] = []
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._http = HttpServer(self._build(), "127.0.0.1", 0)
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self._http.port}/v1"
+
+    def start(self) -> LlmServer:
+        self._http.start()
+        return self
+
+    def stop(self) -> None:
+        self._released.set()
+        self._http.stop()
+
+    def __enter__(self) -> LlmServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _next_fault(self) -> str | None:
+        with self._lock:
+            if self.script:
+                kind = self.script.pop(0)
+                return None if kind == "ok" else kind
+            if self.fault_rate and self._rng.random() < self.fault_rate:
+                return self._rng.choice(self.fault_kinds)
+            return None
+
+    def _build(self) -> FastAPI:
+        api = FastAPI()
+
+        @api.post("/v1/chat/completions")
+        async def chat(request: Request) -> JSONResponse:
+            body = await request.json()
+            if self.refuse_response_format and "response_format" in body:
+                return _error(400, "invalid_request_error", "response_format is not supported")
+            fault = self._next_fault()
+            with self._lock:
+                self.requests[fault or "ok"] += 1
+                self.bodies.append(body)
+                self.inflight += 1
+                self.max_inflight = max(self.max_inflight, self.inflight)
+            try:
+                return await self._respond(body, fault)
+            finally:
+                with self._lock:
+                    self.inflight -= 1
+
+        return api
+
+    async def _respond(self, body: dict[str, Any], fault: str | None) -> JSONResponse:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if fault == "429":
+            return _error(429, "rate_limit_exceeded", "Rate limit reached, slow down")
+        if fault == "500":
+            return _error(500, "server_error", "The server had an error")
+        if fault == "hang":
+            deadline = time.monotonic() + self.hang_s
+            while time.monotonic() < deadline and not self._released.is_set():
+                await asyncio.sleep(0.05)
+            return _error(504, "timeout", "hung")
+        content = "I cannot answer that in JSON, sorry." if fault == "text" else None
+        return JSONResponse(self._completion(body, content))
+
+    def _completion(self, body: dict[str, Any], content: str | None) -> dict[str, Any]:
+        messages = body.get("messages", [])
+        text_in = " ".join(str(m.get("content", "")) for m in messages)
+        if content is None:
+            content = self._answer(body, messages)
+        return {
+            "id": f"chatcmpl-{len(self.bodies)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "test"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(text_in.split()),
+                "completion_tokens": len(content.split()),
+                "total_tokens": len(text_in.split()) + len(content.split()),
+            },
+        }
+
+    def _answer(self, body: dict[str, Any], messages: list[dict[str, Any]]) -> str:
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        prompt = str(messages[-1].get("content", "")) if messages else ""
+        if schema == "judgment" or "<output>" in prompt:
+            score, feedback = rule_score(_tagged(prompt, "inputs"), _tagged(prompt, "output"))
+            return json.dumps({"score": score, "feedback": feedback})
+        if schema == "pairwise" or "<output_a>" in prompt:
+            user = _tagged(prompt, "inputs")
+            a, _ = rule_score(user, _tagged(prompt, "output_a"))
+            b, _ = rule_score(user, _tagged(prompt, "output_b"))
+            winner = self.position_bias or ("A" if a > b else "B" if b > a else "tie")
+            return json.dumps({"winner": winner, "feedback": f"A scored {a}, B scored {b}."})
+        system = next((str(m["content"]) for m in messages if m.get("role") == "system"), "")
+        return f"{system} | re: {prompt}"
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": code, "code": code}}, status_code=status
+    )
