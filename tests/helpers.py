@@ -12,6 +12,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from sidecar.events import ConsumedEvent, TrafficEvent
 from sidecar.settings import Settings, load_settings
 
 
@@ -43,6 +44,20 @@ def make_event(rng: random.Random, **overrides: Any) -> dict[str, Any]:
 
 def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event).encode()
+
+
+def consumed(
+    rng: random.Random, n: int, partition: int = 0, first_offset: int = 0, **overrides: object
+) -> list[ConsumedEvent]:
+    """Events as the consumer hands them to the store, without a broker in between."""
+    return [
+        ConsumedEvent(
+            TrafficEvent.model_validate_json(encode(make_event(rng, **overrides))),
+            partition,
+            first_offset + index,
+        )
+        for index in range(n)
+    ]
 
 
 def produce(

@@ -80,6 +80,7 @@ class LlmServer:
         self.max_inflight = 0
         self.requests: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._released = threading.Event()
@@ -124,6 +125,7 @@ class LlmServer:
             with self._lock:
                 self.requests[fault or "ok"] += 1
                 self.bodies.append(body)
+                self.authorizations.append(request.headers.get("authorization"))
                 self.inflight += 1
                 self.max_inflight = max(self.max_inflight, self.inflight)
             try:

@@ -183,11 +183,11 @@ class JudgeWorker:
         chosen: list[tuple[_Lane, PendingEvent]] = []
         now = datetime.now(UTC)
         share = max(1, room // max(1, len(self.lanes)))
+        # Judged but not yet written: the store still shows these as due.
+        busy = set(self._inflight) | {record.row_id for record in self._pending}
         for name, lane in self.lanes.items():
             version = lane.judge.version
-            retries = due_judgment_retries(
-                self.engine, name, version, now, share, exclude=set(self._inflight)
-            )
+            retries = due_judgment_retries(self.engine, name, version, now, share, exclude=busy)
             fresh = unjudged_events(
                 self.engine, name, version, lane.cursor, max(0, share - len(retries))
             )

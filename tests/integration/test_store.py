@@ -14,7 +14,7 @@ from sqlalchemy import Engine, inspect
 from sqlmodel import Session, SQLModel, select
 
 from sidecar.errors import StoreError
-from sidecar.events import ConsumedEvent, TrafficEvent, components_sha256
+from sidecar.events import ConsumedEvent, components_sha256
 from sidecar.store import repository
 from sidecar.store.database import create_database_engine, migrate, ping
 from sidecar.store.repository import (
@@ -26,7 +26,7 @@ from sidecar.store.repository import (
     stored_event_ids,
 )
 from sidecar.store.tables import AuditEntry, Candidate, Event
-from tests.helpers import encode, make_event
+from tests.helpers import consumed
 
 NOW = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
 UNREACHABLE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2"
@@ -46,19 +46,6 @@ def engine(database_url: str) -> Iterator[Engine]:
 def migrated(engine: Engine) -> Engine:
     migrate(engine)
     return engine
-
-
-def consumed(
-    rng: random.Random, n: int, partition: int = 0, first_offset: int = 0, **overrides: object
-) -> list[ConsumedEvent]:
-    return [
-        ConsumedEvent(
-            TrafficEvent.model_validate_json(encode(make_event(rng, **overrides))),
-            partition,
-            first_offset + index,
-        )
-        for index in range(n)
-    ]
 
 
 def as_utc(value: datetime) -> datetime:

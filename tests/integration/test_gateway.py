@@ -1,0 +1,123 @@
+"""The gateway through real litellm to a real HTTP server: retries, timeouts, limits, ledger."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from sidecar.errors import LlmError
+from sidecar.llm.gateway import Gateway
+from sidecar.metrics import PREFIX, Metrics
+from sidecar.settings import load_settings
+from tests.llm_server import LlmServer
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def gateway(server: LlmServer, metrics: Metrics | None = None, **overrides: Any) -> Gateway:
+    settings = load_settings(
+        **{
+            "judge_model": "openai/gpt-4o-mini",
+            "judge_api_base": server.api_base,
+            "task_model": "openai/local",
+            "task_api_base": server.api_base,
+            "llm_backoff_base_s": 0.01,
+            "llm_backoff_cap_s": 0.05,
+            "llm_timeout_s": 0.5,
+            **overrides,
+        }
+    )
+    return Gateway(settings, metrics)
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(PREFIX + name, labels) or 0.0
+
+
+def test_transient_faults_are_retried_until_an_answer(llm_server: LlmServer) -> None:
+    llm_server.script = ["429", "500", "hang"]
+    completion = asyncio.run(gateway(llm_server).complete("task", HELLO))
+    assert completion.attempts == 4
+    assert completion.text.endswith("re: hello")
+    assert llm_server.requests == {"429": 1, "500": 1, "hang": 1, "ok": 1}
+
+
+def test_retries_are_bounded_and_the_last_error_is_raised(llm_server: LlmServer) -> None:
+    llm_server.script = ["500"] * 10
+    with pytest.raises(LlmError, match="InternalServerError") as raised:
+        asyncio.run(gateway(llm_server, llm_max_retries=2).complete("task", HELLO))
+    assert raised.value.retryable
+    assert raised.value.status == 500
+    assert llm_server.requests["500"] == 3
+
+
+def test_a_hanging_provider_times_out_on_every_attempt(llm_server: LlmServer) -> None:
+    llm_server.script = ["hang"] * 10
+    with pytest.raises(LlmError, match=r"timed out|Timeout") as raised:
+        asyncio.run(gateway(llm_server, llm_max_retries=1).complete("task", HELLO))
+    assert raised.value.retryable
+    assert llm_server.requests["hang"] == 2
+
+
+def test_a_refused_request_is_not_retried(llm_server: LlmServer) -> None:
+    broken = gateway(llm_server, task_api_base=llm_server.api_base.replace("/v1", "/nowhere"))
+    with pytest.raises(LlmError) as raised:
+        asyncio.run(broken.complete("task", HELLO))
+    assert not raised.value.retryable
+    assert raised.value.status == 404
+    assert "\n" not in str(raised.value)
+
+
+def test_a_provider_that_refuses_response_format_is_asked_without_it(
+    llm_server: LlmServer,
+) -> None:
+    llm_server.refuse_response_format = True
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    client = gateway(llm_server)
+    assert client.accepts_schema("task")
+    completion = asyncio.run(client.complete("task", HELLO, response_format=schema))
+    assert completion.text.endswith("re: hello")
+    assert "response_format" not in llm_server.bodies[-1]
+    assert not client.accepts_schema("task")
+
+
+def test_concurrency_is_limited_per_role(llm_server: LlmServer) -> None:
+    llm_server.latency_s = 0.05
+    client = gateway(llm_server, task_concurrency=3)
+
+    async def many() -> None:
+        await asyncio.gather(*(client.complete("task", HELLO) for _ in range(15)))
+
+    asyncio.run(many())
+    assert llm_server.max_inflight == 3
+
+
+def test_ledger_and_metrics_count_tokens_and_priced_cost(llm_server: LlmServer) -> None:
+    metrics = Metrics()
+    client = gateway(llm_server, metrics)
+
+    async def calls() -> None:
+        await client.complete("judge", HELLO)
+        await client.complete("task", HELLO)
+
+    asyncio.run(calls())
+    spend = client.ledger.snapshot()
+    assert spend["judge"].prompt_tokens == 1
+    assert spend["judge"].cost_usd > 0  # gpt-4o-mini has a price in litellm's bundled map
+    assert spend["task"].unpriced_requests == 1  # "local" has none; its tokens still count
+    assert spend["task"].completion_tokens == 3
+    assert sample(metrics, "llm_tokens_total", role="task", type="completion") == 3
+    assert sample(metrics, "llm_cost_usd_total", role="judge") == pytest.approx(
+        spend["judge"].cost_usd
+    )
+    assert sample(metrics, "llm_request_duration_seconds_count", role="task") == 1
+
+
+def test_the_api_key_is_sent_to_the_provider(llm_server: LlmServer) -> None:
+    client = gateway(llm_server, task_api_key="sk-test-123")
+    asyncio.run(client.complete("task", HELLO))
+    asyncio.run(client.complete("judge", HELLO))
+    assert llm_server.bodies[0]["model"] == "local"
+    assert llm_server.authorizations == ["Bearer sk-test-123", "Bearer unused"]

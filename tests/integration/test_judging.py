@@ -1,0 +1,232 @@
+"""The judge and its workers against a real HTTP model server (through litellm) and real
+databases: every event judged, failures kept and retried, restarts resume, versions visible."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from sidecar.events import ConsumedEvent
+from sidecar.judge.judge import Judge
+from sidecar.judge.verdict import InvalidReply
+from sidecar.judge.worker import JudgeWorker
+from sidecar.llm.gateway import Gateway
+from sidecar.metrics import PREFIX, Metrics
+from sidecar.settings import JudgeBlock, PromptsConfig, PromptSpec, load_settings
+from sidecar.store.repository import judgments_for, seed_prompt, status_summary, store_events
+from sidecar.store.tables import Judgment
+from tests.helpers import consumed, wait_until
+from tests.llm_server import LlmServer, rule_score
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+RUBRIC = "Score 1.0 when the reply names the next step, is polite and on topic."
+REPLIES = (
+    "Sorry for the wait! Next step: your order ships today.",
+    "It ships tomorrow.",
+    "Thanks for asking about your order, it is on its way.",
+)
+
+
+def judge_settings(server: LlmServer, **overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        "judge_model": "openai/local",
+        "judge_api_base": server.api_base,
+        "llm_backoff_base_s": 0.01,
+        "llm_backoff_cap_s": 0.05,
+        "llm_timeout_s": 0.5,
+        "judge_retry_after_s": 0.05,
+        "judge_poll_interval_s": 0.05,
+        **overrides,
+    }
+    return load_settings(**values)
+
+
+def prompts(rubric: str = RUBRIC, *names: str) -> PromptsConfig:
+    return PromptsConfig(
+        prompts=[
+            PromptSpec(name=name, seed={"system_prompt": "Help."}, judge=JudgeBlock(rubric=rubric))
+            for name in (names or ("customer-care",))
+        ]
+    )
+
+
+@pytest.fixture
+def engine(database_url: str, migrated_engine: Callable[[str], Engine]) -> Engine:
+    return migrated_engine(database_url)
+
+
+def store(engine: Engine, n: int, seed: int = 1, **overrides: Any) -> None:
+    rng = random.Random(seed)
+    batch = [
+        ConsumedEvent(item.event.model_copy(update={"output": REPLIES[i % len(REPLIES)]}), 0, i)
+        for i, item in enumerate(consumed(rng, n, **overrides))
+    ]
+    store_events(engine, batch, {}, NOW)
+
+
+@pytest.fixture
+def run_worker() -> Iterator[Callable[..., JudgeWorker]]:
+    workers: list[JudgeWorker] = []
+
+    def start(
+        engine: Engine, settings: Any, config: PromptsConfig, metrics: Metrics
+    ) -> JudgeWorker:
+        worker = JudgeWorker(engine, Gateway(settings, metrics), config, metrics).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def judged(engine: Engine) -> list[Judgment]:
+    return [j for j in judgments_for(engine) if j.status == "ok"]
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(PREFIX + name, labels) or 0.0
+
+
+def test_judge_scores_with_feedback_and_asks_for_json_schema(llm_server: LlmServer) -> None:
+    judge = Judge(Gateway(judge_settings(llm_server)), RUBRIC)
+    inputs = {"user_message": "Where is my order?"}
+    verdict = asyncio.run(judge.score(inputs, REPLIES[1], {"model": "x"}))
+    assert (verdict.score, verdict.feedback) == rule_score(inputs["user_message"], REPLIES[1])
+    assert "next step" in verdict.feedback
+    body = llm_server.bodies[-1]
+    assert body["response_format"]["json_schema"]["name"] == "judgment"
+    assert RUBRIC in body["messages"][-1]["content"]
+
+
+def test_non_json_replies_are_asked_again_then_given_up(llm_server: LlmServer) -> None:
+    metrics = Metrics()
+    judge = Judge(Gateway(judge_settings(llm_server), metrics), RUBRIC)
+    llm_server.script = ["text", "ok"]
+    verdict = asyncio.run(judge.score({"user_message": "hi"}, "score=0.3"))
+    assert verdict.score == 0.3
+    assert sample(metrics, "judge_requests_total", outcome="invalid_reply") == 1
+    llm_server.script = ["text"] * 3
+    with pytest.raises(InvalidReply, match="no JSON object"):
+        asyncio.run(judge.score({"user_message": "hi"}, "score=0.3"))
+    assert sample(metrics, "judge_requests_total", outcome="invalid_reply") == 4
+    assert sample(metrics, "judge_requests_total", outcome="ok") == 1
+
+
+def test_pairwise_counts_a_win_only_when_both_orders_agree(llm_server: LlmServer) -> None:
+    judge = Judge(Gateway(judge_settings(llm_server)), RUBRIC)
+    inputs = {"user_message": "Where is my order?"}
+    better, worse = REPLIES[0], REPLIES[1]
+    result = asyncio.run(judge.compare(inputs, better, worse))
+    assert (result.winner, result.orders) == ("a", ("A", "B"))
+    assert asyncio.run(judge.compare(inputs, worse, better)).winner == "b"
+    llm_server.position_bias = "A"  # a judge that always prefers whatever it reads first
+    biased = asyncio.run(judge.compare(inputs, worse, better))
+    assert (biased.winner, biased.orders) == ("tie", ("A", "A"))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_every_event_is_judged_under_thirty_percent_faults(
+    engine: Engine, llm_server: LlmServer, run_worker: Callable[..., JudgeWorker]
+) -> None:
+    store(engine, 60)
+    seed_prompt(engine, "customer-care", {"system_prompt": "Help."}, NOW)
+    llm_server.fault_rate = 0.3
+    llm_server.hang_s = 5.0
+    metrics = Metrics()
+    settings = judge_settings(llm_server, llm_max_retries=2, judge_concurrency=8)
+    worker = run_worker(engine, settings, prompts(), metrics)
+    wait_until(lambda: len(judged(engine)) == 60, 120, "60 judged events")
+    worker.stop()
+    assert worker.failed is None
+    assert min(llm_server.requests[kind] for kind in ("429", "500", "hang", "text")) > 0
+    rows = judgments_for(engine)
+    assert len(rows) == 60
+    for row in rows:
+        assert row.status == "ok"
+        assert 0.0 <= (row.score or 0) <= 1.0 and row.feedback
+        assert row.judge_version == Judge(Gateway(settings), RUBRIC).version
+    assert sample(metrics, "judge_requests_total", outcome="ok") == 60
+    assert sample(metrics, "judge_score_count", prompt="customer-care", version="1") == 60
+    summary = status_summary(engine)["events"]
+    assert (summary["judged"], summary["judge_errors"]) == (60, 0)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_an_event_the_judge_cannot_score_is_kept_and_retried_later(
+    engine: Engine, llm_server: LlmServer, run_worker: Callable[..., JudgeWorker]
+) -> None:
+    store(engine, 1)
+    llm_server.script = ["text", "text", "text"]
+    metrics = Metrics()
+    run_worker(engine, judge_settings(llm_server, judge_retry_after_s=0.5), prompts(), metrics)
+    wait_until(lambda: len(judgments_for(engine)) == 1, 30, "a judgment row")
+    [failed] = judgments_for(engine)
+    if failed.status == "error":
+        assert "no JSON object" in (failed.error or "")
+        assert failed.next_attempt_at is not None
+        assert status_summary(engine)["events"]["judge_errors"] == 1
+    wait_until(lambda: len(judged(engine)) == 1, 30, "the retried judgment")
+    [ok] = judgments_for(engine)
+    assert (ok.status, ok.attempts, ok.error) == ("ok", 2, None)
+    assert sample(metrics, "judge_requests_total", outcome="invalid_reply") == 3
+    assert status_summary(engine)["events"]["judge_errors"] == 0
+
+
+def test_a_restart_resumes_where_the_last_worker_stopped(
+    sqlite_url: str,
+    migrated_engine: Callable[[str], Engine],
+    llm_server: LlmServer,
+    run_worker: Callable[..., JudgeWorker],
+) -> None:
+    engine = migrated_engine(sqlite_url)
+    store(engine, 40)
+    llm_server.latency_s = 0.02
+    settings = judge_settings(llm_server, judge_concurrency=2)
+    first = run_worker(engine, settings, prompts(), Metrics())
+    wait_until(lambda: len(judged(engine)) >= 8, 60, "some judged events")
+    first.stop()
+    done_before = len(judged(engine))
+    assert done_before < 40
+    assert llm_server.requests["ok"] == done_before  # in-flight calls finished and were stored
+    run_worker(engine, settings, prompts(), Metrics())
+    wait_until(lambda: len(judged(engine)) == 40, 60, "all 40 judged")
+    assert llm_server.requests["ok"] == 40  # nothing judged twice
+    assert len(judgments_for(engine)) == 40
+
+
+def test_a_rubric_change_is_a_new_judge_version(
+    sqlite_url: str,
+    migrated_engine: Callable[[str], Engine],
+    llm_server: LlmServer,
+    run_worker: Callable[..., JudgeWorker],
+) -> None:
+    engine = migrated_engine(sqlite_url)
+    store(engine, 5)
+    settings = judge_settings(llm_server)
+    run_worker(engine, settings, prompts(RUBRIC), Metrics())
+    wait_until(lambda: len(judged(engine)) == 5, 30, "5 judged")
+    run_worker(engine, settings, prompts(RUBRIC + " Be brief."), Metrics())
+    wait_until(lambda: len(judged(engine)) == 10, 30, "5 judged again under the new rubric")
+    versions = {row.judge_version for row in judgments_for(engine)}
+    assert len(versions) == 2
+
+
+def test_only_managed_prompts_are_judged(
+    sqlite_url: str,
+    migrated_engine: Callable[[str], Engine],
+    llm_server: LlmServer,
+    run_worker: Callable[..., JudgeWorker],
+) -> None:
+    engine = migrated_engine(sqlite_url)
+    store(engine, 4, seed=1)
+    store(engine, 3, seed=2, prompt_name="billing-bot")
+    run_worker(engine, judge_settings(llm_server), prompts(RUBRIC, "billing-bot"), Metrics())
+    wait_until(lambda: len(judged(engine)) == 3, 30, "billing-bot judged")
+    assert {row.prompt_name for row in judgments_for(engine)} == {"billing-bot"}
