@@ -145,7 +145,7 @@ def agreement(
             example = examples[position]
             disagreements.append(
                 {
-                    "line": position + 1,
+                    "example": position + 1,
                     "label": label,
                     "score": score,
                     "output": example.output[:200],

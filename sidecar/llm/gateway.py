@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,10 @@ def load_litellm() -> Any:
     with _litellm_lock:
         if _litellm_module is None:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            # litellm trips pydantic notices about `ReadOnly` TypedDict items at import; not ours.
+            warnings.filterwarnings(
+                "ignore", message=r"Items? .* using the `ReadOnly` qualifier", category=UserWarning
+            )
             import litellm
 
             litellm.suppress_debug_info = True

@@ -22,6 +22,7 @@ from sidecar.runtime.broker import free_port
 from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import seed_prompt, store_events
 from tests.helpers import encode, make_event
+from tests.llm_server import LlmServer
 
 COMMAND_TIMEOUT_S = 60
 BROKER_READY_S = 40
@@ -237,3 +238,89 @@ def test_broker_serves_the_sidecar_topics_and_stops_on_sigterm(
     assert {"gepa.traffic", "gepa.traffic.dlq"} <= names
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=BROKER_EXIT_S) == 0
+
+
+# --- judge-eval -------------------------------------------------------------------------------
+
+LABELED = [
+    # (reply, human label); the test server's judge rule scores these 1.0, 0.25, 0.75, 0.0
+    ("Sorry! Next step: your order ships today.", 1),
+    ("It ships tomorrow.", 0),
+    ("Thanks! Next step: wait.", 0),  # the judge says 0.75 → pass: a disagreement
+    ("No.", "fail"),
+]
+
+
+def labels_file(tmp_path: Path) -> Path:
+    path = tmp_path / "labels.jsonl"
+    rows = [
+        {"inputs": {"user_message": "Where is my order?"}, "output": reply, "label": label}
+        for reply, label in LABELED
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def judge_env(llm_server: LlmServer) -> dict[str, str]:
+    return {
+        "SIDECAR_JUDGE_MODEL": "openai/local",
+        "SIDECAR_JUDGE_API_BASE": llm_server.api_base,
+        "SIDECAR_LLM_BACKOFF_BASE_S": "0.01",
+    }
+
+
+def test_judge_eval_reports_agreement_with_labels(tmp_path: Path, llm_server: LlmServer) -> None:
+    labels = labels_file(tmp_path)
+    result = sidecar(
+        tmp_path, "judge-eval", "--labels", str(labels), "--json", **judge_env(llm_server)
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 4
+    assert report["confusion"] == [[2, 1], [0, 1]]  # rows: human 0/1, columns: judge 0/1
+    assert report["accuracy"] == 0.75
+    # p_o = 0.75; p_e = (3/4)(2/4) + (1/4)(2/4) = 0.5; kappa = 0.25 / 0.5
+    assert report["kappa"] == 0.5
+    assert report["judge_errors"] == 0
+    assert report["disagreements"][0]["example"] == 3
+    assert report["judge_version"].startswith("openai/local#")
+    human = sidecar(tmp_path, "judge-eval", "--labels", str(labels), **judge_env(llm_server))
+    assert "kappa      0.500" in human.stdout
+    assert "accuracy   0.750" in human.stdout
+
+
+def test_judge_eval_gates_on_kappa(tmp_path: Path, llm_server: LlmServer) -> None:
+    labels = str(labels_file(tmp_path))
+    env = judge_env(llm_server)
+    assert (
+        sidecar(tmp_path, "judge-eval", "--labels", labels, "--min-kappa", "0.4", **env).returncode
+        == 0
+    )
+    failed = sidecar(tmp_path, "judge-eval", "--labels", labels, "--min-kappa", "0.6", **env)
+    assert failed.returncode == 1
+    assert "kappa 0.5 is below --min-kappa 0.6" in failed.stderr
+
+
+def test_judge_eval_refuses_a_bad_labels_file(tmp_path: Path, llm_server: LlmServer) -> None:
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"inputs": {"q": "a"}, "output": "x", "label": 1}\n{"output": 1}\n')
+    result = sidecar(tmp_path, "judge-eval", "--labels", str(labels), **judge_env(llm_server))
+    assert_one_line_error(result, "--labels", "labels.jsonl:2")
+    assert llm_server.bodies == []  # nothing was sent to the model
+
+
+def test_judge_eval_needs_a_known_prompt(tmp_path: Path, llm_server: LlmServer) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "prompts:\n"
+        "  - {name: a, seed: {system_prompt: x}, judge: {rubric: 'Be kind.'}}\n"
+        "  - {name: b, seed: {system_prompt: y}}\n"
+    )
+    env = {**judge_env(llm_server), "SIDECAR_CONFIG_FILE": str(config)}
+    labels = str(labels_file(tmp_path))
+    assert_one_line_error(sidecar(tmp_path, "judge-eval", "--labels", labels, **env), "--prompt")
+    unknown = sidecar(tmp_path, "judge-eval", "--labels", labels, "--prompt", "c", **env)
+    assert_one_line_error(unknown, "--prompt", "'c'")
+    chosen = sidecar(tmp_path, "judge-eval", "--labels", labels, "--prompt", "a", "--json", **env)
+    assert json.loads(chosen.stdout)["prompt"] == "a"
+    assert "Be kind." in llm_server.bodies[-1]["messages"][-1]["content"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 
@@ -18,10 +20,12 @@ from sidecar.judge.verdict import InvalidReply
 from sidecar.judge.worker import JudgeWorker
 from sidecar.llm.gateway import Gateway
 from sidecar.metrics import PREFIX, Metrics
+from sidecar.runtime.app import App
 from sidecar.settings import JudgeBlock, PromptsConfig, PromptSpec, load_settings
 from sidecar.store.repository import judgments_for, seed_prompt, status_summary, store_events
 from sidecar.store.tables import Judgment
-from tests.helpers import consumed, wait_until
+from tests.conftest import Topics
+from tests.helpers import consumed, encode, make_event, produce, sidecar_settings, wait_until
 from tests.llm_server import LlmServer, rule_score
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -230,3 +234,38 @@ def test_only_managed_prompts_are_judged(
     run_worker(engine, judge_settings(llm_server), prompts(RUBRIC, "billing-bot"), Metrics())
     wait_until(lambda: len(judged(engine)) == 3, 30, "billing-bot judged")
     assert {row.prompt_name for row in judgments_for(engine)} == {"billing-bot"}
+
+
+def test_the_app_judges_what_it_consumes(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str, llm_server: LlmServer
+) -> None:
+    settings = sidecar_settings(
+        kafka_bootstrap,
+        topics,
+        sqlite_url,
+        judge_model="openai/local",
+        judge_api_base=llm_server.api_base,
+        judge_poll_interval_s=0.05,
+    )
+    app = App(settings, prompts())
+    thread = threading.Thread(target=app.run, name="app-under-test", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: app.http is not None, 30, "the HTTP server")
+        assert app.http is not None
+        rng = random.Random(30)
+        events = [make_event(rng, output=REPLIES[i % 3]) for i in range(12)]
+        keys = [event["event_id"].encode() for event in events]
+        produce(kafka_bootstrap, topics.traffic, map(encode, events), keys)
+        wait_until(lambda: status_summary(app.engine)["events"]["judged"] == 12, 60, "12 judged")
+        with httpx.Client(base_url=f"http://127.0.0.1:{app.http.port}", timeout=10) as client:
+            ready = client.get("/readyz").json()
+            metrics = client.get("/metrics").text
+        assert ready["checks"]["judge"] is True
+        assert 'gepa_sidecar_judge_score_count{prompt="customer-care",version="1"} 12.0' in metrics
+        assert 'gepa_sidecar_judge_requests_total{outcome="ok"} 12.0' in metrics
+        assert 'gepa_sidecar_llm_tokens_total{role="judge",type="prompt"}' in metrics
+    finally:
+        app.stop()
+        thread.join(30)
+    assert not thread.is_alive()
