@@ -80,7 +80,7 @@ def broker(
 
 @cli.command()
 def demo(
-    events: Annotated[int, typer.Option(help="How many example events to stream.")] = 200,
+    events: Annotated[int, typer.Option(help="How many example events to stream.")] = 40,
     data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its database.")] = Path(
         "demo-data"
     ),

@@ -62,15 +62,15 @@ PAIRWISE_SCHEMA: dict[str, Any] = {
 }
 
 _EXAMPLE_INPUTS = {"user_message": "How do I reset my password?"}
-_EXAMPLES = (
+_EXAMPLES = (  # the good one last: small models lean towards the example they read last
+    (
+        "Passwords are important for security.",
+        {"score": 0.1, "feedback": "Does not say how to reset the password; no next step."},
+    ),
     (
         "Open Settings > Security and choose Reset password; an email arrives within a minute. "
         "Next step: follow the link in that email.",
         {"score": 0.9, "feedback": "Answers how to reset it, concretely, and names the next step."},
-    ),
-    (
-        "Passwords are important for security.",
-        {"score": 0.1, "feedback": "Does not say how to reset the password; no next step."},
     ),
 )
 
@@ -111,7 +111,7 @@ def score_messages(
     output: str,
     trace: Mapping[str, Any] | None = None,
 ) -> list[dict[str, str]]:
-    """System, two worked examples (one good, one bad), then the reply to judge."""
+    """System, two worked examples (one bad, one good), then the reply to judge."""
     messages = [{"role": "system", "content": SYSTEM}]
     for example_output, answer in _EXAMPLES:
         messages.append(

@@ -31,6 +31,13 @@ ROLES = ("judge", "task", "reflection")
 UNUSED_API_KEY = "unused"  # OpenAI-compatible local servers want some key; they ignore it
 _RETRYABLE_STATUS = {408, 409, 425, 429}
 
+# litellm trips pydantic notices about `ReadOnly` TypedDict items as it imports (lazily, on
+# any thread). The filter is set here, at import on the main thread, because a filter added
+# later can be undone by another thread's `warnings.catch_warnings()` (FastAPI uses one).
+warnings.filterwarnings(
+    "ignore", message=r"Items? .* using the `ReadOnly` qualifier", category=UserWarning
+)
+
 _litellm_module: Any = None
 _litellm_lock = threading.Lock()
 
@@ -41,14 +48,12 @@ def load_litellm() -> Any:
     with _litellm_lock:
         if _litellm_module is None:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            # litellm trips pydantic notices about `ReadOnly` TypedDict items at import; not ours.
-            warnings.filterwarnings(
-                "ignore", message=r"Items? .* using the `ReadOnly` qualifier", category=UserWarning
-            )
             import litellm
 
             litellm.suppress_debug_info = True
             litellm.telemetry = False
+            for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+                logging.getLogger(name).setLevel(logging.WARNING)  # not a line per call
             _litellm_module = litellm
         return _litellm_module
 

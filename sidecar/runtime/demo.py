@@ -1,5 +1,8 @@
 """`gepa-sidecar demo`: the whole sidecar on embedded defaults, driven by the example chatbot's
-traffic, so a newcomer sees events flow, get validated, deduplicated and counted."""
+traffic, so a newcomer sees events flow, get validated, deduplicated, counted and judged.
+
+With no model settings the judge is a real small model served locally (see local_model.py), so
+the demo runs offline; set SIDECAR_JUDGE_MODEL (and _API_BASE/_API_KEY) to use a provider."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 
@@ -18,11 +22,13 @@ from kafka import KafkaProducer
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.runtime.app import App
 from sidecar.runtime.kafka import ensure_topics, kafka_cluster
-from sidecar.settings import load_settings
-from sidecar.store.repository import count_stored_events, ingest_totals
+from sidecar.settings import Settings, load_settings
+from sidecar.store.repository import count_stored_events, ingest_totals, judgment_feed
 
 EXAMPLE_DIR = Path("examples/customer_care")
 WAIT_S = 90.0
+JUDGE_WAIT_S = 600.0
+LOCAL_MODEL = "openai/local"
 MALFORMED = [
     b"this is not JSON",
     b'{"schema_version": 1, "prompt_name": "customer-care"}',
@@ -46,8 +52,11 @@ def run_demo(events: int, data_dir: Path, echo: Callable[[str], None]) -> None:
     example = load_example(EXAMPLE_DIR)
     data_dir.mkdir(parents=True, exist_ok=True)
     base = load_settings()
-    with kafka_cluster(base.kafka_bootstrap_servers) as servers:
+    with ExitStack() as stack:
+        servers = stack.enter_context(kafka_cluster(base.kafka_bootstrap_servers))
+        models = _model_settings(base, stack, echo)
         settings = load_settings(
+            **models,
             kafka_bootstrap_servers=servers,
             database_url=os.environ.get(
                 "SIDECAR_DATABASE_URL", f"sqlite:///{data_dir / 'sidecar.db'}"
@@ -55,6 +64,7 @@ def run_demo(events: int, data_dir: Path, echo: Callable[[str], None]) -> None:
             config_file=base.config_file or EXAMPLE_DIR / "config.yaml",
             kafka_session_timeout_ms=6000,
             kafka_heartbeat_interval_ms=1000,
+            judge_poll_interval_s=0.2,
         )
         ensure_topics(servers, [settings.traffic_topic, settings.dlq_topic])
         echo(f"broker      {servers}")
@@ -76,9 +86,66 @@ def run_demo(events: int, data_dir: Path, echo: Callable[[str], None]) -> None:
             echo("counted     " + "  ".join(f"{k}={v}" for k, v in sorted(totals.items())))
             echo(f"stored      {count_stored_events(app.engine)} events in the database")
             echo("dead letters went to topic " + settings.dlq_topic + " with a reason header")
+            _show_judgments(app, settings, events, echo)
         finally:
             app.stop()
             runner.join(timeout=30)
+
+
+def _model_settings(
+    base: Settings, stack: ExitStack, echo: Callable[[str], None]
+) -> dict[str, str]:
+    """Serve the embedded local model for every role still on the default `openai/local`."""
+    local_roles = [
+        role
+        for role in ("judge", "task", "reflection")
+        if getattr(base, f"{role}_model") == LOCAL_MODEL and not getattr(base, f"{role}_api_base")
+    ]
+    if not local_roles:
+        return {}
+    from sidecar.runtime.local_model import LocalModelServer
+
+    server = stack.enter_context(LocalModelServer(base.local_model_path))
+    echo(
+        f"model       {LOCAL_MODEL} = {server.model_path.name} on llama.cpp at {server.api_base}"
+        f" ({', '.join(local_roles)}); a 135M model judges only roughly: point "
+        "SIDECAR_JUDGE_MODEL at a real one"
+    )
+    return {f"{role}_api_base": server.api_base for role in local_roles}
+
+
+def _show_judgments(app: App, settings: Settings, events: int, echo: Callable[[str], None]) -> None:
+    """Print each score and its feedback as the judge writes it, until every event has one."""
+    echo(f"judging     with {settings.judge_model} (judge workers inside the sidecar)")
+    printed = {(row.id, row.attempts) for row, _ in judgment_feed(app.engine)}
+    already = sum(row.status == "ok" for row, _ in judgment_feed(app.engine))
+    deadline = time.monotonic() + JUDGE_WAIT_S
+    while True:
+        feed = judgment_feed(app.engine)
+        for row, output in feed:
+            if (row.id, row.attempts) in printed:
+                continue
+            printed.add((row.id, row.attempts))
+            reply = _clip(output, 48)
+            if row.status == "ok":
+                echo(f"  score {row.score:.2f}  {reply:<50} judge: {_clip(row.feedback or '', 70)}")
+            else:
+                echo(f"  judge_error  {reply:<50} (retried later) {_clip(row.error or '', 60)}")
+        scores = [row.score for row, _ in feed if row.status == "ok" and row.score is not None]
+        if len(scores) >= already + events:
+            break
+        if time.monotonic() > deadline:
+            raise SidecarError("demo: timed out waiting for the judge")
+        time.sleep(0.2)
+    echo(
+        f"judged      {len(scores)} events, mean score {sum(scores) / len(scores):.2f}, "
+        f"{len(feed) - len(scores)} judge errors  (`gepa-sidecar status`; judge_score in /metrics)"
+    )
+
+
+def _clip(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _stream(servers: str, topic: str, example: ModuleType, count: int) -> int:

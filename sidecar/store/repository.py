@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 
 from sidecar.errors import StoreError
 from sidecar.events import ConsumedEvent, components_sha256
@@ -355,6 +356,17 @@ def judgments_for(engine: Engine, prompt_name: str | None = None) -> list[Judgme
         query = query.where(Judgment.prompt_name == prompt_name)
     with transaction(engine) as connection:
         return [Judgment.model_validate(row._mapping) for row in connection.execute(query)]
+
+
+def judgment_feed(engine: Engine) -> list[tuple[Judgment, str]]:
+    """Every judgment with the output it judged, oldest event first (what `demo` shows)."""
+    query = (
+        select(Judgment, Event.output)
+        .join(Event, Event.id == Judgment.event_row_id)  # type: ignore[arg-type]
+        .order_by(Judgment.event_row_id)  # type: ignore[arg-type]
+    )
+    with Session(engine) as session:
+        return [(judgment, output) for judgment, output in session.exec(query)]
 
 
 def active_versions(engine: Engine) -> dict[str, int]:
