@@ -31,6 +31,8 @@ test: install lint ## the whole suite: unit, integration (real broker, SQLite, P
 
 bench: install ## benchmarks, each printing one JSON line
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/judge.py
+	$(BIN)/python bench/footprint.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) demo-data .pytest_cache .ruff_cache .mypy_cache

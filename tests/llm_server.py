@@ -195,3 +195,24 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(
         {"error": {"message": message, "type": code, "code": code}}, status_code=status
     )
+
+
+def main() -> None:
+    """`python -m tests.llm_server --latency S`: print the api_base, serve until SIGTERM (for
+    benchmarks, which keep the server off the measured process's GIL)."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    server = LlmServer(latency_s=args.latency).start()
+    print(server.api_base, flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

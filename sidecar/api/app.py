@@ -28,7 +28,7 @@ def create_api(readiness: Readiness, registry: CollectorRegistry) -> FastAPI:
 
     @api.get("/readyz")
     def readyz() -> JSONResponse:
-        """Ready: the database answers and the consumer has partitions."""
+        """Ready: the database answers, the consumer loop runs, the judge worker is alive."""
         checks = api.state.readiness.readiness()
         ready = all(checks.values())
         return JSONResponse(

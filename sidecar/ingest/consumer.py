@@ -49,6 +49,7 @@ class TrafficConsumer:
         self._metrics = metrics
         self._stopping = threading.Event()
         self._assigned = threading.Event()
+        self._running = threading.Event()
         self._failure: WriterError | None = None
         self._writer: IngestWriter | None = None
         self._pending: queue.Queue[PolledBatch | None] = queue.Queue(settings.ingest_queue_batches)
@@ -76,6 +77,11 @@ class TrafficConsumer:
         """True once the group has given this consumer partitions (readiness)."""
         return self._assigned.is_set()
 
+    @property
+    def running(self) -> bool:
+        """True while the poll loop runs, whether or not the group gave it partitions."""
+        return self._running.is_set()
+
     def wait_assigned(self, timeout: float) -> bool:
         """Block until the group assigns partitions, or `timeout` seconds pass."""
         return self._assigned.wait(timeout)
@@ -92,12 +98,14 @@ class TrafficConsumer:
         self._consumer.subscribe([self._settings.traffic_topic], listener=_Rebalance(self))
         pump = threading.Thread(target=self._write_loop, name="ingest-pump", daemon=True)
         pump.start()
+        self._running.set()
         try:
             while not self._stopping.is_set():
                 self._commit_stored()
                 self._poll_once()
                 self._check_positions()
         finally:
+            self._running.clear()
             self._pending.put(None)
             pump.join()
             self._commit_stored(now=True)

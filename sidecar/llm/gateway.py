@@ -184,9 +184,8 @@ class Gateway:
             kwargs["max_tokens"] = max_tokens
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(
-                litellm.acompletion(**kwargs), timeout=self.settings.llm_timeout_s + 1.0
-            )
+            async with asyncio.timeout(self.settings.llm_timeout_s + 1.0):
+                return await litellm.acompletion(**kwargs)
         except TimeoutError:
             raise LlmError(
                 f"{role} model timed out after {self.settings.llm_timeout_s:g}s", retryable=True
@@ -226,11 +225,10 @@ def _role_model(settings: Settings, role: str) -> RoleModel:
 
 
 def _cost(response: Any) -> float | None:
-    """USD from litellm's cost map, or None when the model has no price there."""
-    try:
-        cost = load_litellm().completion_cost(completion_response=response)
-    except Exception:
-        return None
+    """USD from litellm's cost map (litellm prices each response as it returns it), or None
+    when the model has no price there."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
     return float(cost) if cost else None
 
 

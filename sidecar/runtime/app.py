@@ -44,9 +44,11 @@ class App:
         self._stopping = threading.Event()
 
     def readiness(self) -> dict[str, bool]:
+        """Partitions are not required: a replica left without any (more replicas than
+        partitions, or mid-rebalance) still serves prompts, and readiness gates the whole pod."""
         return {
             "database": ping(self.engine),
-            "consumer": self.consumer is not None and self.consumer.assigned,
+            "consumer": self.consumer is not None and self.consumer.running,
             "judge": self.judge is not None and self.judge.failed is None,
         }
 
@@ -60,8 +62,6 @@ class App:
             stack.callback(self.engine.dispose)
             migrate(self.engine)
             self._seed_prompts()
-            self.judge = JudgeWorker(self.engine, self.gateway, self.prompts, self.metrics).start()
-            stack.callback(self.judge.stop)
             api = create_api(self, self.metrics.registry)
             self.http = HttpServer(api, self.settings.http_host, self.settings.http_port).start()
             stack.callback(self.http.stop)
@@ -74,6 +74,10 @@ class App:
                 self.http.port,
                 self.settings.traffic_topic,
             )
+            # Started last: its thread imports litellm (seconds of CPU under the GIL), which
+            # must not delay serving HTTP and consuming.
+            self.judge = JudgeWorker(self.engine, self.gateway, self.prompts, self.metrics).start()
+            stack.callback(self.judge.stop)
             if self._stopping.is_set():
                 self.consumer.stop()
             self.consumer.run()

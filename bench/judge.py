@@ -1,0 +1,121 @@
+"""Judge throughput against the ideal: the test LLM server answers every call after a fixed
+100 ms, so with 32 calls in flight at most 320 judgments/s are possible.
+
+Two arms, same run: `judge` scores events directly through the gateway (litellm) at concurrency
+32; `worker` is the sidecar's judge worker, reading stored events from SQLite and writing each
+verdict back. The server runs in its own process. Prints one JSON line; the goal is ratio >= 0.9.
+
+    .venv/bin/python bench/judge.py [--judgments 1280] [--latency 0.1] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sidecar.judge.judge import Judge
+from sidecar.judge.worker import JudgeWorker
+from sidecar.llm.gateway import Gateway, load_litellm
+from sidecar.metrics import Metrics
+from sidecar.settings import JudgeBlock, PromptsConfig, PromptSpec, load_settings
+from sidecar.store.database import create_database_engine, migrate
+from sidecar.store.repository import status_summary, store_events
+from tests.helpers import consumed
+
+RUBRIC = "Score 1.0 when the reply names the next step, is polite and on topic."
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.llm_server", "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def direct(settings: object, n: int) -> float:
+    judge = Judge(Gateway(settings), RUBRIC)  # type: ignore[arg-type]
+    inputs = {"user_message": "Where is my order?"}
+
+    async def many(count: int) -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(judge.score(inputs, f"Reply {i}: it ships.") for i in range(count)))
+        return time.perf_counter() - started
+
+    asyncio.run(many(64))  # warm: connections, litellm's lazy imports
+    return n / asyncio.run(many(n))
+
+
+def through_worker(settings: object, n: int, directory: Path) -> float:
+    engine = create_database_engine(f"sqlite:///{directory / 'bench.db'}")
+    migrate(engine)
+    store_events(engine, consumed(random.Random(1), n), {}, datetime.now(UTC))
+    prompts = PromptsConfig(
+        prompts=[PromptSpec(name="customer-care", seed={"s": "x"}, judge=JudgeBlock(rubric=RUBRIC))]
+    )
+    metrics = Metrics()
+    worker = JudgeWorker(engine, Gateway(settings, metrics), prompts, metrics)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    worker.start()
+    while status_summary(engine)["events"]["judged"] < n:
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    worker.stop()
+    engine.dispose()
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--judgments", type=int, default=1280)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    load_litellm()
+    process, api_base = start_server(args.latency)
+    try:
+        settings = load_settings(
+            judge_model="openai/local",
+            judge_api_base=api_base,
+            judge_concurrency=args.concurrency,
+            judge_poll_interval_s=0.05,
+        )
+        ideal = args.concurrency / args.latency
+        judge_rate = direct(settings, args.judgments)
+        with tempfile.TemporaryDirectory() as directory:
+            worker_rate = through_worker(settings, args.judgments, Path(directory))
+    finally:
+        process.terminate()
+        process.wait(10)
+    print(
+        json.dumps(
+            {
+                "bench": "judge",
+                "judgments": args.judgments,
+                "latency_s": args.latency,
+                "concurrency": args.concurrency,
+                "ideal_per_s": round(ideal, 1),
+                "judge_per_s": round(judge_rate, 1),
+                "ratio": round(judge_rate / ideal, 3),
+                "worker_per_s": round(worker_rate, 1),
+                "worker_ratio": round(worker_rate / ideal, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
