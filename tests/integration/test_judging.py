@@ -65,6 +65,11 @@ def engine(database_url: str, migrated_engine: Callable[[str], Engine]) -> Engin
     return migrated_engine(database_url)
 
 
+@pytest.fixture
+def sqlite_engine(sqlite_url: str, migrated_engine: Callable[[str], Engine]) -> Engine:
+    return migrated_engine(sqlite_url)
+
+
 def store(engine: Engine, n: int, seed: int = 1, **overrides: Any) -> None:
     rng = random.Random(seed)
     batch = [
@@ -184,12 +189,9 @@ def test_an_event_the_judge_cannot_score_is_kept_and_retried_later(
 
 
 def test_a_restart_resumes_where_the_last_worker_stopped(
-    sqlite_url: str,
-    migrated_engine: Callable[[str], Engine],
-    llm_server: LlmServer,
-    run_worker: Callable[..., JudgeWorker],
+    sqlite_engine: Engine, llm_server: LlmServer, run_worker: Callable[..., JudgeWorker]
 ) -> None:
-    engine = migrated_engine(sqlite_url)
+    engine = sqlite_engine
     store(engine, 40)
     llm_server.latency_s = 0.02
     settings = judge_settings(llm_server, judge_concurrency=2)
@@ -206,12 +208,9 @@ def test_a_restart_resumes_where_the_last_worker_stopped(
 
 
 def test_a_rubric_change_is_a_new_judge_version(
-    sqlite_url: str,
-    migrated_engine: Callable[[str], Engine],
-    llm_server: LlmServer,
-    run_worker: Callable[..., JudgeWorker],
+    sqlite_engine: Engine, llm_server: LlmServer, run_worker: Callable[..., JudgeWorker]
 ) -> None:
-    engine = migrated_engine(sqlite_url)
+    engine = sqlite_engine
     store(engine, 5)
     settings = judge_settings(llm_server)
     run_worker(engine, settings, prompts(RUBRIC), Metrics())
@@ -223,12 +222,9 @@ def test_a_rubric_change_is_a_new_judge_version(
 
 
 def test_only_managed_prompts_are_judged(
-    sqlite_url: str,
-    migrated_engine: Callable[[str], Engine],
-    llm_server: LlmServer,
-    run_worker: Callable[..., JudgeWorker],
+    sqlite_engine: Engine, llm_server: LlmServer, run_worker: Callable[..., JudgeWorker]
 ) -> None:
-    engine = migrated_engine(sqlite_url)
+    engine = sqlite_engine
     store(engine, 4, seed=1)
     store(engine, 3, seed=2, prompt_name="billing-bot")
     run_worker(engine, judge_settings(llm_server), prompts(RUBRIC, "billing-bot"), Metrics())
