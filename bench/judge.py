@@ -1,9 +1,12 @@
 """Judge throughput against the ideal: the test LLM server answers every call after a fixed
 100 ms, so with 32 calls in flight at most 320 judgments/s are possible.
 
-Two arms, same run: `judge` scores events directly through the gateway (litellm) at concurrency
-32; `worker` is the sidecar's judge worker, reading stored events from SQLite and writing each
-verdict back. The server runs in its own process. Prints one JSON line; the goal is ratio >= 0.9.
+Three arms, same run, the server in its own process: `raw_litellm` sends the same request
+straight through `litellm.acompletion` (the floor); `judge` scores through our gateway, judge
+and parser at concurrency 32; `worker` is the sidecar's judge worker, reading stored events
+from SQLite and writing each verdict back. Prints one JSON line; the goal is ratio >= 0.9.
+`cpu_ms_per_judgment` is what this process spends per call (mostly inside litellm); the ideal
+rate is out of reach once it exceeds `cpu_ms_budget_at_ideal`, whatever the concurrency.
 
     .venv/bin/python bench/judge.py [--judgments 1280] [--latency 0.1] [--concurrency 32]
 """
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -24,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sidecar.judge.judge import Judge
+from sidecar.judge.rubric import JUDGMENT_SCHEMA, score_messages
 from sidecar.judge.worker import JudgeWorker
 from sidecar.llm.gateway import Gateway, load_litellm
 from sidecar.metrics import Metrics
@@ -46,7 +51,13 @@ def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
-def direct(settings: object, n: int) -> float:
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def direct(settings: object, n: int) -> tuple[float, float]:
+    """Judgments per second, and CPU milliseconds this process spent per judgment."""
     judge = Judge(Gateway(settings), RUBRIC)  # type: ignore[arg-type]
     inputs = {"user_message": "Where is my order?"}
 
@@ -56,6 +67,37 @@ def direct(settings: object, n: int) -> float:
         return time.perf_counter() - started
 
     asyncio.run(many(64))  # warm: connections, litellm's lazy imports
+    cpu_before = cpu_s()
+    elapsed = asyncio.run(many(n))
+    return n / elapsed, (cpu_s() - cpu_before) * 1000 / n
+
+
+def raw_litellm(api_base: str, n: int, concurrency: int) -> float:
+    """The same judge request straight through `litellm.acompletion`: the floor our gateway,
+    judge and parsing add to."""
+    litellm = load_litellm()
+    messages = score_messages(RUBRIC, {"user_message": "Where is my order?"}, "It ships.")
+
+    async def many(count: int) -> float:
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with limit:
+                await litellm.acompletion(
+                    model="openai/local",
+                    api_base=api_base,
+                    api_key="unused",
+                    messages=messages,
+                    response_format=JUDGMENT_SCHEMA,
+                    max_tokens=400,
+                    temperature=0.0,
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return time.perf_counter() - started
+
+    asyncio.run(many(64))
     return n / asyncio.run(many(n))
 
 
@@ -94,7 +136,8 @@ def main() -> None:
             judge_poll_interval_s=0.05,
         )
         ideal = args.concurrency / args.latency
-        judge_rate = direct(settings, args.judgments)
+        raw_rate = raw_litellm(api_base, args.judgments, args.concurrency)
+        judge_rate, cpu_ms = direct(settings, args.judgments)
         with tempfile.TemporaryDirectory() as directory:
             worker_rate = through_worker(settings, args.judgments, Path(directory))
     finally:
@@ -110,6 +153,10 @@ def main() -> None:
                 "ideal_per_s": round(ideal, 1),
                 "judge_per_s": round(judge_rate, 1),
                 "ratio": round(judge_rate / ideal, 3),
+                "cpu_ms_per_judgment": round(cpu_ms, 2),
+                "raw_litellm_per_s": round(raw_rate, 1),
+                "judge_vs_raw_litellm": round(judge_rate / raw_rate, 3),
+                "cpu_ms_budget_at_ideal": round(1000 / ideal, 2),
                 "worker_per_s": round(worker_rate, 1),
                 "worker_ratio": round(worker_rate / ideal, 3),
             }
