@@ -8,7 +8,11 @@ Tests and benchmarks reach it through litellm exactly as they would a real provi
   for courtesy, and for echoing a word of the user's message; feedback says what was missing;
 - a pairwise request (schema `pairwise`) prefers the reply the judge rule scores higher, or
   always answers `position_bias` when that is set (to show why both orders are asked);
-- anything else is a task call: a deterministic reply built from the system and user text.
+- a reflection request (it shows "The instruction to improve") fixes the most frequent problem
+  the judge's feedback names that the instruction does not yet address, one per call;
+- anything else is a task call. The reply follows the system prompt's instructions literally:
+  it names a next step, thanks the customer, or answers their exact question only when told to.
+  With the judge rule this is a small world with a hidden optimum that GEPA can climb.
 
 `fault_rate` injects faults (`fault_kinds`: 429, 500, hang, text) chosen by a seeded RNG, and
 `script` forces the kinds of the next requests in order, so every test is reproducible.
@@ -58,6 +62,46 @@ def rule_score(user_message: str, reply: str) -> tuple[float, str]:
     if not missing:
         return score, "Good reply."
     return score, "The reply falls short: " + "; ".join(missing) + "."
+
+
+# feedback phrase (from rule_score) → the instruction that fixes it, and how the task rule
+# recognises that instruction in a system prompt
+FIXES = (
+    ("it does not name the next step", "Always end by naming the next step.", "next step"),
+    ("it is curt", "Thank the customer warmly.", "thank"),
+    ("it ignores what the customer asked", "Answer the customer's exact question.", "question"),
+)
+
+
+def task_reply(system: str, user: str) -> str:
+    """The task rule: a reply that does what the system prompt says, and nothing more."""
+    rules = system.lower()
+    parts = []
+    if "thank" in rules:
+        parts.append("Thank you for reaching out.")
+    if "question" in rules:
+        parts.append(f"About '{user}': here is the answer.")
+    else:
+        parts.append("We have received your message.")
+    if "next step" in rules:
+        parts.append("Next step: we will follow up by email today.")
+    return " ".join(parts)
+
+
+def reflect(prompt: str) -> str:
+    """The reflection rule: add the fix for the most frequent unaddressed problem."""
+    current = re.search(r"```\n(.*?)\n```", prompt, re.S)
+    text = current.group(1) if current else ""
+    feedback = " ".join(re.findall(r"<feedback>\n(.*?)\n</feedback>", prompt, re.S)).lower()
+    pending = [
+        (feedback.count(problem), fix)
+        for problem, fix, marker in FIXES
+        if problem in feedback and marker not in text.lower()
+    ]
+    if not pending:
+        return f"Change: said the same thing more briefly.\n```\n{text} Be brief.\n```"
+    _, fix = max(pending, key=lambda item: item[0])
+    return f"Change: added '{fix}' because the feedback asks for it.\n```\n{text} {fix}\n```"
 
 
 def _tagged(text: str, tag: str) -> str:
@@ -187,8 +231,10 @@ class LlmServer:
             b, _ = rule_score(user, _tagged(prompt, "output_b"))
             winner = self.position_bias or ("A" if a > b else "B" if b > a else "tie")
             return json.dumps({"winner": winner, "feedback": f"A scored {a}, B scored {b}."})
+        if "The instruction to improve" in prompt:
+            return reflect(prompt)
         system = next((str(m["content"]) for m in messages if m.get("role") == "system"), "")
-        return f"{system} | re: {prompt}"
+        return task_reply(system, prompt)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -133,7 +133,9 @@ class Gateway:
             attempt += 1
             try:
                 async with self._limit(role):
-                    response = await self._call(spec, role, messages, response_format, max_tokens)
+                    response = await self._call(
+                        spec, role, messages, response_format, max_tokens, temperature
+                    )
                 break
             except LlmError as exc:
                 if exc.retryable and attempt <= settings.llm_max_retries:
@@ -163,6 +165,7 @@ class Gateway:
         messages: list[dict[str, str]],
         response_format: dict[str, Any] | None,
         max_tokens: int | None,
+        temperature: float,
     ) -> Any:
         litellm = load_litellm()
         kwargs: dict[str, Any] = {
@@ -171,7 +174,7 @@ class Gateway:
             "timeout": self.settings.llm_timeout_s,
             "num_retries": 0,
             "max_retries": 0,
-            "temperature": 0.0,
+            "temperature": temperature,
         }
         if spec.api_base:
             kwargs["api_base"] = spec.api_base

@@ -14,6 +14,7 @@ from sidecar.settings import load_settings
 from tests.llm_server import LlmServer
 
 HELLO = [{"role": "user", "content": "hello"}]
+REPLY = "We have received your message."  # the test server's task rule, with no instructions
 
 
 def gateway(server: LlmServer, metrics: Metrics | None = None, **overrides: Any) -> Gateway:
@@ -40,7 +41,7 @@ def test_transient_faults_are_retried_until_an_answer(llm_server: LlmServer) -> 
     llm_server.script = ["429", "500", "hang"]
     completion = asyncio.run(gateway(llm_server).complete("task", HELLO))
     assert completion.attempts == 4
-    assert completion.text.endswith("re: hello")
+    assert completion.text == REPLY
     assert llm_server.requests == {"429": 1, "500": 1, "hang": 1, "ok": 1}
 
 
@@ -78,7 +79,7 @@ def test_a_provider_that_refuses_response_format_is_asked_without_it(
     client = gateway(llm_server)
     assert client.accepts_schema("task")
     completion = asyncio.run(client.complete("task", HELLO, response_format=schema))
-    assert completion.text.endswith("re: hello")
+    assert completion.text == REPLY
     assert "response_format" not in llm_server.bodies[-1]
     assert not client.accepts_schema("task")
 
@@ -107,8 +108,8 @@ def test_ledger_and_metrics_count_tokens_and_priced_cost(llm_server: LlmServer) 
     assert spend["judge"].prompt_tokens == 1
     assert spend["judge"].cost_usd > 0  # gpt-4o-mini has a price in litellm's bundled map
     assert spend["task"].unpriced_requests == 1  # "local" has none; its tokens still count
-    assert spend["task"].completion_tokens == 3
-    assert sample(metrics, "llm_tokens_total", role="task", type="completion") == 3
+    assert spend["task"].completion_tokens == 5
+    assert sample(metrics, "llm_tokens_total", role="task", type="completion") == 5
     assert sample(metrics, "llm_cost_usd_total", role="judge") == pytest.approx(
         spend["judge"].cost_usd
     )
@@ -121,3 +122,9 @@ def test_the_api_key_is_sent_to_the_provider(llm_server: LlmServer) -> None:
     asyncio.run(client.complete("judge", HELLO))
     assert llm_server.bodies[0]["model"] == "local"
     assert llm_server.authorizations == ["Bearer sk-test-123", "Bearer unused"]
+
+
+def test_sampling_settings_reach_the_provider(llm_server: LlmServer) -> None:
+    client = gateway(llm_server)
+    asyncio.run(client.complete("task", HELLO, temperature=0.7, max_tokens=50))
+    assert (llm_server.bodies[-1]["temperature"], llm_server.bodies[-1]["max_tokens"]) == (0.7, 50)
