@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     optimize_schedule: str = "3600"
     run_budget_usd: Annotated[float, Field(ge=0.0)] = 1.0
     run_max_metric_calls: Annotated[int, Field(ge=1)] = 500
+    run_max_seconds: Annotated[float, Field(gt=0.0)] = 1800.0
+    optimize_patience: Annotated[int, Field(ge=1)] = 20
+    optimize_minibatch_size: Annotated[int, Field(ge=1, le=64)] = 3
+    optimize_epsilon: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02
+    optimize_margin: Annotated[float, Field(ge=0.0)] = 0.0
+    optimize_pareto_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    optimize_window_events: Annotated[int, Field(ge=2, le=100_000)] = 200
+    optimize_window_hours: Annotated[float, Field(gt=0.0)] = 168.0
+    optimize_max_component_chars: Annotated[int, Field(ge=100, le=100_000)] = 4000
+    optimize_merge_every: Annotated[int, Field(ge=0)] = 5
 
     publish_dir: Path = Path("./prompts")
     admin_token: SecretStr | None = None

@@ -109,6 +109,11 @@ def _tagged(text: str, tag: str) -> str:
     return match.group(1) if match else ""
 
 
+def _input_values(text: str) -> str:
+    """What the user said: the values of the judge prompt's `key: value` input lines."""
+    return " ".join(line.split(": ", 1)[-1] for line in _tagged(text, "inputs").splitlines())
+
+
 class LlmServer:
     """Start with `start()`; point litellm at `api_base`. Attributes may change between calls."""
 
@@ -222,17 +227,17 @@ class LlmServer:
     def _answer(self, body: dict[str, Any], messages: list[dict[str, Any]]) -> str:
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
         prompt = str(messages[-1].get("content", "")) if messages else ""
+        if "The instruction to improve" in prompt:
+            return reflect(prompt)
         if schema == "judgment" or "<output>" in prompt:
-            score, feedback = rule_score(_tagged(prompt, "inputs"), _tagged(prompt, "output"))
+            score, feedback = rule_score(_input_values(prompt), _tagged(prompt, "output"))
             return json.dumps({"score": score, "feedback": feedback})
         if schema == "pairwise" or "<output_a>" in prompt:
-            user = _tagged(prompt, "inputs")
+            user = _input_values(prompt)
             a, _ = rule_score(user, _tagged(prompt, "output_a"))
             b, _ = rule_score(user, _tagged(prompt, "output_b"))
             winner = self.position_bias or ("A" if a > b else "B" if b > a else "tie")
             return json.dumps({"winner": winner, "feedback": f"A scored {a}, B scored {b}."})
-        if "The instruction to improve" in prompt:
-            return reflect(prompt)
         system = next((str(m["content"]) for m in messages if m.get("role") == "system"), "")
         return task_reply(system, prompt)
 

@@ -41,7 +41,7 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         raise StoreError(f"database error: {first_line(exc)}") from exc
 
 
-def _insert(connection: Connection) -> Callable[..., Any]:
+def dialect_insert(connection: Connection) -> Callable[..., Any]:
     """The dialect's INSERT, which knows ON CONFLICT for both SQLite and PostgreSQL."""
     return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
 
@@ -158,7 +158,7 @@ def _add_counts(connection: Connection, counts: OutcomeCounts) -> None:
     ]
     if not rows:
         return
-    statement = _insert(connection)(IngestCount).values(rows)
+    statement = dialect_insert(connection)(IngestCount).values(rows)
     statement = statement.on_conflict_do_update(
         index_elements=["prompt_name", "outcome"],
         set_={"count": IngestCount.count + statement.excluded["count"]},
@@ -199,7 +199,7 @@ def seed_prompt(engine: Engine, name: str, components: dict[str, str], now: date
         if exists:
             return False
         connection.execute(
-            _insert(connection)(Candidate)
+            dialect_insert(connection)(Candidate)
             .values(
                 prompt_name=name,
                 version=1,
@@ -214,7 +214,7 @@ def seed_prompt(engine: Engine, name: str, components: dict[str, str], now: date
             .on_conflict_do_nothing(index_elements=["prompt_name", "version"])
         )
         connection.execute(
-            _insert(connection)(AuditEntry).values(
+            dialect_insert(connection)(AuditEntry).values(
                 prompt_name=name,
                 version=1,
                 from_status=None,
@@ -331,7 +331,7 @@ def store_judgments(engine: Engine, records: Sequence[JudgmentRecord], now: date
         for record in records
     ]
     with transaction(engine) as connection:
-        statement = _insert(connection)(Judgment).values(rows)
+        statement = dialect_insert(connection)(Judgment).values(rows)
         excluded = statement.excluded
         statement = statement.on_conflict_do_update(
             index_elements=["event_row_id", "judge_version"],

@@ -132,6 +132,28 @@ class Evaluation(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class MutationAttempt(SQLModel, table=True):
+    """One reflective proposal from a parent: what it changed, how it scored on the parent's
+    minibatch, and whether it became a candidate (accepted), lost (rejected) or never came
+    back usable (failed)."""
+
+    __tablename__ = "mutation_attempts"
+    __table_args__ = (Index("ix_mutation_attempts_prompt_parent", "prompt_name", "parent_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_name: str = Field(max_length=200)
+    run_id: int | None = Field(default=None, foreign_key="optimization_runs.id")
+    parent_version: int
+    component: str = Field(max_length=200)
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    text: str | None = Field(default=None, sa_column=Column(Text))
+    outcome: str = Field(max_length=16)
+    parent_score: float | None = None
+    child_score: float | None = None
+    child_version: int | None = None
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class AuditEntry(SQLModel, table=True):
     """One lifecycle transition: who moved which version from what to what, when, and why."""
 

@@ -1,0 +1,178 @@
+"""GEPA runs end to end on a small world with a hidden optimum: the test server's task model
+follows its system prompt literally, its judge rewards a next step, courtesy and answering the
+question, and its reflection model fixes what the feedback names. Real litellm, real databases."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from sidecar.events import ConsumedEvent
+from sidecar.judge.judge import Judge
+from sidecar.llm.gateway import Gateway
+from sidecar.optimize.budget import Budget
+from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
+from sidecar.settings import JudgeBlock, PromptSpec, load_settings
+from sidecar.store.candidates import candidates_of, start_run
+from sidecar.store.repository import (
+    JudgmentRecord,
+    seed_prompt,
+    store_events,
+    store_judgments,
+    transaction,
+)
+from sidecar.store.tables import AuditEntry, Evaluation, Event, MutationAttempt
+from sidecar.store.tables import OptimizationRun as RunRow
+from tests.helpers import consumed
+from tests.llm_server import LlmServer, rule_score, task_reply
+
+SEED = "You are a helpful customer care assistant."
+RUBRIC = "Score 1.0 when the reply names the next step, thanks the customer and answers them."
+SPEC = PromptSpec(
+    name="customer-care",
+    seed={"system_prompt": SEED},
+    task={
+        "messages": [
+            {"role": "system", "content": "{system_prompt}"},
+            {"role": "user", "content": "{user_message}"},
+        ]
+    },
+    judge=JudgeBlock(rubric=RUBRIC),
+)
+QUESTIONS = ["Where is my order?", "Why was I charged twice?", "How do I return a jacket?"]
+
+
+def world_settings(server: LlmServer, **overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        **{f"{role}_model": "openai/local" for role in ("judge", "task", "reflection")},
+        **{f"{role}_api_base": server.api_base for role in ("judge", "task", "reflection")},
+        "llm_backoff_base_s": 0.01,
+        "run_max_metric_calls": 200,
+        "optimize_patience": 6,
+        **overrides,
+    }
+    return load_settings(**values)
+
+
+def live_traffic(engine: Engine, server: LlmServer, n: int, seed: int = 1) -> None:
+    """n events answered by the seed prompt, judged as the judge workers would have."""
+    now = datetime.now(UTC)
+    rng = random.Random(seed)
+    events = []
+    for index, item in enumerate(consumed(rng, n, first_offset=seed * 1000)):
+        question = QUESTIONS[index % len(QUESTIONS)]
+        event = item.event.model_copy(
+            update={"inputs": {"user_message": question}, "output": task_reply(SEED, question)}
+        )
+        events.append(ConsumedEvent(event, item.partition, item.offset))
+    store_events(engine, events, {}, now)
+    version = Judge(Gateway(world_settings(server)), RUBRIC).version
+    with transaction(engine) as connection:
+        rows = connection.execute(select(Event.id, Event.inputs, Event.output)).all()
+    records = []
+    for row_id, inputs, output in rows:
+        score, feedback = rule_score(inputs["user_message"], output)
+        records.append(
+            JudgmentRecord(row_id, "customer-care", 1, version, score=score, feedback=feedback)
+        )
+    store_judgments(engine, records, now)
+
+
+@pytest.fixture
+def world(
+    database_url: str, migrated_engine: Callable[[str], Engine], llm_server: LlmServer
+) -> Engine:
+    engine = migrated_engine(database_url)
+    seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
+    live_traffic(engine, llm_server, 24)
+    return engine
+
+
+def rows(engine: Engine, table: Any) -> list[Any]:
+    with transaction(engine) as connection:
+        return [table.model_validate(row._mapping) for row in connection.execute(select(table))]
+
+
+def test_a_run_climbs_from_the_seed_and_proposes_what_beats_it(
+    world: Engine, llm_server: LlmServer
+) -> None:
+    settings = world_settings(llm_server)
+    report = asyncio.run(OptimizationRun(world, settings, SPEC, seed=3).execute())
+    assert report.champion_version == 1
+    assert report.champion_score == 0.0  # the seed never names a next step nor thanks anyone
+    assert report.best_score == 1.0
+    assert report.proposed and report.best_version in report.proposed
+    assert report.metric_calls <= 200
+    versions = candidates_of(world, "customer-care")
+    best = versions[report.best_version]
+    assert best.status == "proposed"
+    text = best.components["system_prompt"].lower()
+    assert "next step" in text and "thank" in text and "question" in text
+    # lineage: every new version descends from versions that exist, back to the seed
+    for version in report.new_versions:
+        assert versions[version].parents and all(p in versions for p in versions[version].parents)
+        assert versions[version].origin_run_id == report.run_id
+        assert versions[version].mutation_summary
+    attempts = rows(world, MutationAttempt)
+    assert {a.outcome for a in attempts} >= {"accepted"}
+    assert all(a.run_id == report.run_id for a in attempts)
+    audit = [(a.version, a.to_status) for a in rows(world, AuditEntry)]
+    assert (report.best_version, "proposed") in audit
+    [run] = rows(world, RunRow)
+    assert (run.status, run.metric_calls) == ("finished", report.metric_calls)
+    assert run.frontier == report.frontier
+    # the champion's evaluations are its live outputs, never paid for
+    champion = versions[1]
+    free = [e for e in rows(world, Evaluation) if e.candidate_id == champion.id]
+    assert len(free) == 24 and all(e.run_id is None for e in free)
+
+
+def test_a_warm_run_reuses_the_frontier_and_the_cache(world: Engine, llm_server: LlmServer) -> None:
+    settings = world_settings(llm_server, optimize_patience=2)
+    cold = asyncio.run(OptimizationRun(world, settings, SPEC, seed=3).execute())
+    paid_before = llm_server.requests["ok"]
+    warm = asyncio.run(OptimizationRun(world, settings, SPEC, seed=3).execute())
+    assert set(cold.frontier) <= set(warm.frontier) | set(warm.new_versions) | {1}
+    assert warm.best_score >= cold.best_score
+    # scoring the warm pool on the Pareto set came from the cache: no task call for it
+    assert warm.metric_calls < cold.metric_calls
+    assert llm_server.requests["ok"] > paid_before
+
+
+def test_the_budget_is_a_hard_cap(world: Engine, llm_server: LlmServer) -> None:
+    settings = world_settings(llm_server)
+    budget = Budget(max_metric_calls=7, max_usd=1.0, max_seconds=60, patience=50)
+    report = asyncio.run(OptimizationRun(world, settings, SPEC, budget=budget, seed=1).execute())
+    assert report.metric_calls <= 7
+    assert report.stop_reason == "metric_calls"
+    task_calls = sum(
+        1 for body in llm_server.bodies if body["messages"][-1]["content"] in QUESTIONS
+    )
+    assert task_calls <= 7
+
+
+def test_too_little_judged_traffic_is_a_clear_error(
+    sqlite_url: str, migrated_engine: Callable[[str], Engine], llm_server: LlmServer
+) -> None:
+    engine = migrated_engine(sqlite_url)
+    seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
+    with pytest.raises(NotEnoughTraffic, match="0 judged events"):
+        asyncio.run(OptimizationRun(engine, world_settings(llm_server), SPEC).execute())
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_failed(
+    sqlite_url: str, migrated_engine: Callable[[str], Engine]
+) -> None:
+    engine = migrated_engine(sqlite_url)
+    now = datetime.now(UTC)
+    first = start_run(engine, "customer-care", {}, now - timedelta(minutes=5))
+    second = start_run(engine, "customer-care", {}, now)
+    runs = {run.id: run for run in rows(engine, RunRow)}
+    assert runs[first].status == "failed" and "interrupted" in (runs[first].error or "")
+    assert runs[second].status == "running"
