@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from sidecar.errors import ConfigError, InputError, SidecarError
-from sidecar.settings import Settings, load_prompts_config, load_settings
+from sidecar.settings import PromptSpec, Settings, load_prompts_config, load_settings
 
 cli = typer.Typer(
     name="gepa-sidecar",
@@ -128,10 +128,13 @@ def judge_eval(
 
     from sidecar.judge.agreement import agreement, read_labels
     from sidecar.judge.judge import Judge, score_all
+    from sidecar.judge.rubric import DEFAULT_RUBRIC
     from sidecar.llm.gateway import Gateway
 
     settings = load_settings()
-    rubric, name = _rubric_for(settings, prompt)
+    spec = _prompt_spec(settings, prompt)
+    rubric = spec.judge.rubric if spec and spec.judge else DEFAULT_RUBRIC
+    name = spec.name if spec else None
     examples = read_labels(labels)
     judge = Judge(Gateway(settings), rubric)
     verdicts = asyncio.run(score_all(judge, [(e.inputs, e.output, e.trace) for e in examples]))
@@ -150,23 +153,24 @@ def judge_eval(
         raise typer.Exit(1)
 
 
-def _rubric_for(settings: Settings, prompt: str | None) -> tuple[str, str | None]:
-    """The rubric of the named prompt, of the only prompt, or the default one."""
-    from sidecar.judge.rubric import DEFAULT_RUBRIC
-
+def _prompt_spec(settings: Settings, prompt: str | None) -> PromptSpec | None:
+    """The named prompt of CONFIG_FILE, or its only prompt; None when it lists none."""
     specs = {spec.name: spec for spec in load_prompts_config(settings.config_file).prompts}
     if prompt is not None:
         if prompt not in specs:
             known = ", ".join(sorted(specs)) or "none"
             raise InputError(f"--prompt: {prompt!r} is not in SIDECAR_CONFIG_FILE (known: {known})")
-        spec = specs[prompt]
-    elif len(specs) > 1:
+        return specs[prompt]
+    if len(specs) > 1:
         raise InputError(f"--prompt: several prompts are managed ({', '.join(sorted(specs))})")
-    elif specs:
-        spec = next(iter(specs.values()))
-    else:
-        return DEFAULT_RUBRIC, None
-    return (spec.judge.rubric if spec.judge else DEFAULT_RUBRIC), spec.name
+    return next(iter(specs.values()), None)
+
+
+def _required_spec(settings: Settings, prompt: str | None) -> PromptSpec:
+    spec = _prompt_spec(settings, prompt)
+    if spec is None:
+        raise InputError("SIDECAR_CONFIG_FILE: names no prompt to work on")
+    return spec
 
 
 def _format_agreement(report: dict[str, Any]) -> str:
@@ -184,6 +188,161 @@ def _format_agreement(report: dict[str, Any]) -> str:
     for category, row in zip(categories, report["confusion"], strict=True):
         lines.append(f"   {category:>8g}" + "".join(f"{count:>8d}" for count in row))
     return "\n".join(lines)
+
+
+PromptOption = Annotated[
+    str | None, typer.Option("--prompt", help="Which prompt (needed when several are managed).")
+]
+
+
+def _database(settings: Settings) -> Any:
+    """The migrated engine of an existing database (client commands never create one)."""
+    from sidecar.store.database import create_database_engine, migrate
+
+    _require_database(settings)
+    engine = create_database_engine(settings.database_url)
+    migrate(engine)
+    return engine
+
+
+@cli.command()
+def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
+    """One GEPA run now over the prompt's recent judged traffic, within the run budget."""
+    import asyncio
+
+    from sidecar.optimize.engine import OptimizationRun, RunReport
+
+    settings = load_settings()
+    spec = _required_spec(settings, prompt)
+    _configure_logging()
+    engine = _database(settings)
+
+    def progress(report: RunReport) -> None:
+        typer.echo(
+            f"iteration {report.iterations:>3}  metric calls {report.metric_calls}/"
+            f"{settings.run_max_metric_calls}  cost ${report.cost_usd:.4f}  "
+            f"best v{report.best_version} {report.best_score:.3f}  frontier {len(report.frontier)}",
+            err=True,
+        )
+
+    try:
+        report = asyncio.run(OptimizationRun(engine, settings, spec, progress=progress).execute())
+    finally:
+        engine.dispose()
+    if json_output:
+        typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+        return
+    typer.echo(
+        f"run {report.run_id}: {report.iterations} iterations, stopped by {report.stop_reason}; "
+        f"{report.metric_calls} metric calls, ${report.cost_usd:.4f}\n"
+        f"champion v{report.champion_version} {report.champion_score:.3f} on the Pareto set "
+        f"({report.pareto_size} events); best v{report.best_version} {report.best_score:.3f}\n"
+        f"frontier {', '.join(f'v{v}' for v in report.frontier)}; "
+        f"proposed {', '.join(f'v{v}' for v in report.proposed) or 'none'}"
+    )
+
+
+def _views(settings: Settings, prompt: str | None) -> tuple[str, dict[int, Any], dict[int, Any]]:
+    """(prompt name, candidates by version, their mean scores) for the reading commands."""
+    from sidecar.judge.rubric import DEFAULT_RUBRIC, judge_version
+    from sidecar.store.candidates import candidate_means, candidates_of
+
+    spec = _required_spec(settings, prompt)
+    rubric = spec.judge.rubric if spec.judge else DEFAULT_RUBRIC
+    engine = _database(settings)
+    try:
+        candidates = candidates_of(engine, spec.name)
+        means = candidate_means(engine, spec.name, judge_version(settings.judge_model, rubric))
+    finally:
+        engine.dispose()
+    return spec.name, candidates, means
+
+
+def _version(candidates: dict[int, Any], version: int, name: str) -> Any:
+    if version not in candidates:
+        raise InputError(f"VERSION: {name} has no version {version}")
+    return candidates[version]
+
+
+@cli.command()
+def candidates(
+    prompt: PromptOption = None,
+    status_filter: Annotated[
+        str | None, typer.Option("--status", help="Only this status (e.g. proposed).")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """The prompt's versions: status, mean score, what changed."""
+    from sidecar.optimize.lineage import candidate_view
+
+    settings = load_settings()
+    _, found, means = _views(settings, prompt)
+    views = [
+        candidate_view(candidate, means.get(version))
+        for version, candidate in sorted(found.items())
+        if status_filter is None or candidate.status == status_filter
+    ]
+    if json_output:
+        typer.echo(json.dumps(views, indent=2, sort_keys=True))
+        return
+    for view in views:
+        score = "unscored" if view["mean_score"] is None else f"{view['mean_score']:.3f}"
+        flagged = f"  FLAGGED ({len(view['flags'])})" if view["flags"] else ""
+        typer.echo(
+            f"v{view['version']:<4} {view['status']:<18} {score:<9} "
+            f"{view['mutation_summary'] or ''}{flagged}"
+        )
+
+
+@cli.command()
+def show(
+    version: Annotated[int, typer.Argument(help="The version to show.")],
+    prompt: PromptOption = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """One version: components, parents, flags, evidence."""
+    from sidecar.optimize.lineage import candidate_view
+
+    settings = load_settings()
+    name, found, means = _views(settings, prompt)
+    view = candidate_view(_version(found, version, name), means.get(version))
+    if json_output:
+        typer.echo(json.dumps(view, indent=2, sort_keys=True))
+        return
+    typer.echo(f"{name} v{version} [{view['status']}]  parents {view['parents'] or 'none'}")
+    typer.echo(f"change: {view['mutation_summary'] or '-'}")
+    for flag in view["flags"]:
+        typer.echo(f"FLAG: {flag}")
+    for component, text in sorted(view["components"].items()):
+        typer.echo(f"--- {component}\n{text}")
+
+
+@cli.command()
+def diff(
+    a: Annotated[int, typer.Argument(help="The older version.")],
+    b: Annotated[int, typer.Argument(help="The newer version.")],
+    prompt: PromptOption = None,
+) -> None:
+    """What changed between two versions, per component."""
+    from sidecar.optimize.lineage import component_diff
+
+    settings = load_settings()
+    name, found, _ = _views(settings, prompt)
+    typer.echo(component_diff(_version(found, a, name), _version(found, b, name)))
+
+
+@cli.command()
+def lineage(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
+    """Every version as a tree under its parent: status, score, what changed."""
+    from sidecar.optimize.lineage import candidate_view, lineage_lines
+
+    settings = load_settings()
+    _, found, means = _views(settings, prompt)
+    if json_output:
+        views = [candidate_view(c, means.get(v)) for v, c in sorted(found.items())]
+        typer.echo(json.dumps(views, indent=2, sort_keys=True))
+        return
+    typer.echo("\n".join(lineage_lines(found, means)))
 
 
 def _require_database(settings: Settings) -> None:

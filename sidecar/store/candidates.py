@@ -301,3 +301,19 @@ def mark_proposed(
                         at=now,
                     )
                 )
+
+
+def candidate_means(
+    engine: Engine, prompt_name: str, judge_version: str
+) -> dict[int, tuple[float, int]]:
+    """Version → (mean evaluated score, evaluations) under this judge version."""
+    query = (
+        select(Candidate.version, func.avg(Evaluation.score), func.count(Evaluation.id))
+        .join(Evaluation, Evaluation.candidate_id == Candidate.id)  # type: ignore[arg-type]
+        .where(Candidate.prompt_name == prompt_name, Evaluation.judge_version == judge_version)
+        .group_by(Candidate.version)
+    )
+    with transaction(engine) as connection:
+        return {
+            int(version): (float(mean), int(n)) for version, mean, n in connection.execute(query)
+        }

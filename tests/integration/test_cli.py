@@ -23,6 +23,7 @@ from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import seed_prompt, store_events
 from tests.helpers import encode, make_event
 from tests.llm_server import LlmServer
+from tests.world import SEED, live_traffic, world_environment
 
 COMMAND_TIMEOUT_S = 60
 BROKER_READY_S = 40
@@ -324,3 +325,64 @@ def test_judge_eval_needs_a_known_prompt(tmp_path: Path, llm_server: LlmServer) 
     chosen = sidecar(tmp_path, "judge-eval", "--labels", labels, "--prompt", "a", "--json", **env)
     assert json.loads(chosen.stdout)["prompt"] == "a"
     assert "Be kind." in llm_server.bodies[-1]["messages"][-1]["content"]
+
+
+# --- optimize and the reading commands ----------------------------------------------------------
+
+
+def world_database(tmp_path: Path, llm_server: LlmServer) -> dict[str, str]:
+    url = f"sqlite:///{tmp_path / 'world.db'}"
+    engine = create_database_engine(url)
+    migrate(engine)
+    seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
+    live_traffic(engine, llm_server, 24)
+    engine.dispose()
+    return {**world_environment(llm_server, tmp_path), "SIDECAR_DATABASE_URL": url}
+
+
+def test_optimize_then_read_what_it_did(tmp_path: Path, llm_server: LlmServer) -> None:
+    env = world_database(tmp_path, llm_server)
+    ran = sidecar(tmp_path, "optimize", "--json", **env)
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    assert report["best_score"] == 1.0 and report["proposed"]
+    assert "iteration   1" in ran.stderr  # progress, on stderr
+    best = report["best_version"]
+
+    listed = json.loads(
+        sidecar(tmp_path, "candidates", "--status", "proposed", "--json", **env).stdout
+    )
+    assert [view["version"] for view in listed] == report["proposed"]
+    shown = json.loads(sidecar(tmp_path, "show", str(best), "--json", **env).stdout)
+    assert {"version", "status", "components", "parents", "flags", "evidence"} <= set(shown)
+    assert (shown["status"], shown["mean_score"]) == ("proposed", 1.0)
+
+    changed = sidecar(tmp_path, "diff", "1", str(best), **env).stdout
+    assert "+Always end by naming the next step." in changed
+    tree = sidecar(tmp_path, "lineage", **env).stdout.splitlines()
+    assert tree[0].startswith("v1  [active]  score 0.000")
+    assert any(line.startswith("    v2  [") for line in tree)
+
+    status = json.loads(sidecar(tmp_path, "status", "--json", **env).stdout)
+    assert status["optimization"]["runs"] == 1
+    assert status["optimization"]["metric_calls"] == report["metric_calls"]
+
+
+def test_reading_commands_refuse_unknown_versions_and_prompts(
+    tmp_path: Path, llm_server: LlmServer
+) -> None:
+    env = world_database(tmp_path, llm_server)
+    assert_one_line_error(sidecar(tmp_path, "show", "99", **env), "VERSION", "99")
+    assert_one_line_error(sidecar(tmp_path, "diff", "1", "42", **env), "VERSION", "42")
+    assert_one_line_error(sidecar(tmp_path, "lineage", "--prompt", "nope", **env), "--prompt")
+
+
+def test_optimize_without_judged_traffic_says_so(tmp_path: Path, llm_server: LlmServer) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    prepare_database(url)
+    env = {**world_environment(llm_server, tmp_path), "SIDECAR_DATABASE_URL": url}
+    result = sidecar(tmp_path, "optimize", **env)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("error: customer-care: 0 judged events")
+    )

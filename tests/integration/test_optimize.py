@@ -5,7 +5,6 @@ question, and its reflection model fixes what the feedback names. Real litellm, 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,75 +12,17 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from sidecar.events import ConsumedEvent
-from sidecar.judge.judge import Judge
-from sidecar.llm.gateway import Gateway
 from sidecar.optimize.budget import Budget
 from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
-from sidecar.settings import JudgeBlock, PromptSpec, load_settings
 from sidecar.store.candidates import candidates_of, start_run
 from sidecar.store.repository import (
-    JudgmentRecord,
     seed_prompt,
-    store_events,
-    store_judgments,
     transaction,
 )
-from sidecar.store.tables import AuditEntry, Evaluation, Event, MutationAttempt
+from sidecar.store.tables import AuditEntry, Evaluation, MutationAttempt
 from sidecar.store.tables import OptimizationRun as RunRow
-from tests.helpers import consumed
-from tests.llm_server import LlmServer, rule_score, task_reply
-
-SEED = "You are a helpful customer care assistant."
-RUBRIC = "Score 1.0 when the reply names the next step, thanks the customer and answers them."
-SPEC = PromptSpec(
-    name="customer-care",
-    seed={"system_prompt": SEED},
-    task={
-        "messages": [
-            {"role": "system", "content": "{system_prompt}"},
-            {"role": "user", "content": "{user_message}"},
-        ]
-    },
-    judge=JudgeBlock(rubric=RUBRIC),
-)
-QUESTIONS = ["Where is my order?", "Why was I charged twice?", "How do I return a jacket?"]
-
-
-def world_settings(server: LlmServer, **overrides: Any) -> Any:
-    values: dict[str, Any] = {
-        **{f"{role}_model": "openai/local" for role in ("judge", "task", "reflection")},
-        **{f"{role}_api_base": server.api_base for role in ("judge", "task", "reflection")},
-        "llm_backoff_base_s": 0.01,
-        "run_max_metric_calls": 200,
-        "optimize_patience": 6,
-        **overrides,
-    }
-    return load_settings(**values)
-
-
-def live_traffic(engine: Engine, server: LlmServer, n: int, seed: int = 1) -> None:
-    """n events answered by the seed prompt, judged as the judge workers would have."""
-    now = datetime.now(UTC)
-    rng = random.Random(seed)
-    events = []
-    for index, item in enumerate(consumed(rng, n, first_offset=seed * 1000)):
-        question = QUESTIONS[index % len(QUESTIONS)]
-        event = item.event.model_copy(
-            update={"inputs": {"user_message": question}, "output": task_reply(SEED, question)}
-        )
-        events.append(ConsumedEvent(event, item.partition, item.offset))
-    store_events(engine, events, {}, now)
-    version = Judge(Gateway(world_settings(server)), RUBRIC).version
-    with transaction(engine) as connection:
-        rows = connection.execute(select(Event.id, Event.inputs, Event.output)).all()
-    records = []
-    for row_id, inputs, output in rows:
-        score, feedback = rule_score(inputs["user_message"], output)
-        records.append(
-            JudgmentRecord(row_id, "customer-care", 1, version, score=score, feedback=feedback)
-        )
-    store_judgments(engine, records, now)
+from tests.llm_server import LlmServer
+from tests.world import QUESTIONS, SEED, SPEC, live_traffic, world_settings
 
 
 @pytest.fixture
