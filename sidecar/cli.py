@@ -46,7 +46,7 @@ def _stop_on_signals(stop: Any) -> None:
 
 @cli.command()
 def run() -> None:
-    """Run everything: consumer, judge workers, HTTP API (later: scheduler, publishers)."""
+    """Run everything: consumer, judge workers, the optimize schedule, HTTP API."""
     settings = load_settings()
     prompts = load_prompts_config(settings.config_file)
     from sidecar.runtime.app import App

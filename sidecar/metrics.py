@@ -63,6 +63,29 @@ class Metrics:
             ["role"],
             registry=self.registry,
         )
+        self.optimization_runs = Counter(
+            PREFIX + "optimization_runs",
+            "GEPA runs by outcome (finished|failed|skipped: too little traffic|not_leader).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.optimization_metric_calls = Counter(
+            PREFIX + "optimization_metric_calls",
+            "Metric calls (a task call and its judgment) paid by GEPA runs.",
+            registry=self.registry,
+        )
+        self.frontier_size = Gauge(
+            PREFIX + "frontier_size",
+            "Candidates on the Pareto frontier the last run left, by prompt.",
+            ["prompt"],
+            registry=self.registry,
+        )
+        self.candidates = Gauge(
+            PREFIX + "candidates",
+            "Prompt versions by lifecycle status.",
+            ["prompt", "status"],
+            registry=self.registry,
+        )
         self.ingest_paused = Gauge(
             PREFIX + "ingest_paused",
             "1 while the consumer has paused its partitions because storing is behind.",

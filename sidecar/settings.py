@@ -21,8 +21,6 @@ from sidecar.errors import ConfigError
 
 ENV_PREFIX = "SIDECAR_"
 
-_CRON_FIELD_CHARS = set("0123456789*/,-?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
 
 class Settings(BaseSettings):
     """Everything the sidecar can be told; frozen so one object is shared by every stage."""
@@ -102,9 +100,14 @@ class Settings(BaseSettings):
             if int(text) <= 0:
                 raise ValueError("seconds must be positive")
             return text
-        fields = text.split()
-        if len(fields) != 5 or any(set(f) - _CRON_FIELD_CHARS for f in fields):
+        if len(text.split()) != 5:
             raise ValueError("must be a number of seconds or a 5-field cron expression")
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(text, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a valid cron expression: {exc}") from None
         return text
 
     @field_validator("database_url")

@@ -16,6 +16,7 @@ from sidecar.llm.gateway import Gateway
 from sidecar.metrics import Metrics
 from sidecar.runtime.http import HttpServer
 from sidecar.runtime.kafka import ensure_topics
+from sidecar.runtime.scheduler import OptimizeScheduler
 from sidecar.settings import PromptsConfig, Settings, load_prompts_config
 from sidecar.store.database import create_database_engine, migrate, ping
 from sidecar.store.repository import seed_prompt
@@ -41,6 +42,7 @@ class App:
         self.consumer: TrafficConsumer | None = None
         self.gateway = Gateway(settings, self.metrics)
         self.judge: JudgeWorker | None = None
+        self.scheduler: OptimizeScheduler | None = None
         self._stopping = threading.Event()
 
     def readiness(self) -> dict[str, bool]:
@@ -78,6 +80,10 @@ class App:
             # must not delay serving HTTP and consuming.
             self.judge = JudgeWorker(self.engine, self.gateway, self.prompts, self.metrics).start()
             stack.callback(self.judge.stop)
+            self.scheduler = OptimizeScheduler(
+                self.engine, self.settings, self.prompts, self.metrics
+            ).start()
+            stack.callback(self.scheduler.stop)
             if self._stopping.is_set():
                 self.consumer.stop()
             self.consumer.run()

@@ -317,3 +317,12 @@ def candidate_means(
         return {
             int(version): (float(mean), int(n)) for version, mean, n in connection.execute(query)
         }
+
+
+def status_counts(engine: Engine) -> dict[tuple[str, str], int]:
+    """(prompt, status) → versions, for the `candidates` gauge."""
+    query = select(Candidate.prompt_name, Candidate.status, func.count()).group_by(
+        Candidate.prompt_name, Candidate.status
+    )
+    with transaction(engine) as connection:
+        return {(name, status): int(n) for name, status, n in connection.execute(query)}

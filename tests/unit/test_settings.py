@@ -62,6 +62,8 @@ def test_defaults_load() -> None:
         ({"optimize_schedule": "* * * *"}, "SIDECAR_OPTIMIZE_SCHEDULE"),
         ({"optimize_schedule": "* * * * * *"}, "SIDECAR_OPTIMIZE_SCHEDULE"),
         ({"optimize_schedule": "*/15 * * * $"}, "SIDECAR_OPTIMIZE_SCHEDULE"),
+        ({"optimize_schedule": "61 * * * *"}, "SIDECAR_OPTIMIZE_SCHEDULE"),
+        ({"optimize_schedule": "0 25 * * *"}, "SIDECAR_OPTIMIZE_SCHEDULE"),
         ({"optimize_schedule": ""}, "SIDECAR_OPTIMIZE_SCHEDULE"),
         ({"kafka_heartbeat_interval_ms": 10_000}, "SIDECAR_KAFKA_HEARTBEAT_INTERVAL_MS"),
         (

@@ -1,0 +1,131 @@
+"""The optimize job inside `gepa-sidecar run`: one GEPA run per managed prompt on
+OPTIMIZE_SCHEDULE (seconds, or a cron expression in UTC).
+
+Single-flight twice over: the job never overlaps itself in a process (APScheduler
+`max_instances=1`, missed runs coalesced), and on PostgreSQL a session advisory lock elects one
+leader among replicas, so only one optimizes and pays. SQLite is a one-replica database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine, text
+
+from sidecar.metrics import Metrics
+from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
+from sidecar.settings import PromptsConfig, Settings
+from sidecar.store.candidates import status_counts
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK_KEY = 0x6E7A_5EDA  # one advisory lock id for "the optimizing replica"
+
+
+@contextmanager
+def leadership(engine: Engine) -> Iterator[bool]:
+    """True while this process holds the optimizer lock (always, on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as connection:
+        held = bool(
+            connection.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}
+            ).scalar_one()
+        )
+        try:
+            yield held
+        finally:
+            if held:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK_KEY}
+                )
+            connection.commit()
+
+
+def trigger_for(schedule: str) -> IntervalTrigger | CronTrigger:
+    if schedule.isdigit():
+        return IntervalTrigger(seconds=int(schedule))
+    return CronTrigger.from_crontab(schedule, timezone="UTC")
+
+
+class OptimizeScheduler:
+    """Owns the background scheduler; `start()` and `stop()` bracket `run`."""
+
+    def __init__(
+        self, engine: Engine, settings: Settings, prompts: PromptsConfig, metrics: Metrics
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.prompts = prompts
+        self.metrics = metrics
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+
+    def start(self) -> OptimizeScheduler:
+        if self.prompts.prompts:
+            self._scheduler.add_job(
+                self.run_once,
+                trigger_for(self.settings.optimize_schedule),
+                id="optimize",
+                max_instances=1,
+                coalesce=True,
+            )
+            self._scheduler.start()
+        return self
+
+    def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+
+    def run_once(self) -> None:
+        """One run per managed prompt, if this replica leads; never raises."""
+        with leadership(self.engine) as leader:
+            if not leader:
+                self.metrics.optimization_runs.labels("not_leader").inc()
+                log.info("another replica holds the optimizer lock; skipping this turn")
+                return
+            for spec in self.prompts.prompts:
+                self._run(spec.name)
+        self._refresh_candidates()
+
+    def _run(self, name: str) -> None:
+        spec = next(s for s in self.prompts.prompts if s.name == name)
+        try:
+            report = asyncio.run(OptimizationRun(self.engine, self.settings, spec).execute())
+        except NotEnoughTraffic as exc:
+            self.metrics.optimization_runs.labels("skipped").inc()
+            log.info("optimize skipped: %s", exc)
+            return
+        except Exception:
+            self.metrics.optimization_runs.labels("failed").inc()
+            log.exception("optimize run for %s failed", name)
+            return
+        self.metrics.optimization_runs.labels("finished").inc()
+        self.metrics.optimization_metric_calls.inc(report.metric_calls)
+        self.metrics.frontier_size.labels(self.metrics.prompt_label(name)).set(len(report.frontier))
+        log.info(
+            "optimize %s: run %d stopped by %s after %d metric calls; best v%d %.3f, proposed %s",
+            name,
+            report.run_id,
+            report.stop_reason,
+            report.metric_calls,
+            report.best_version,
+            report.best_score,
+            report.proposed or "none",
+        )
+
+    def _refresh_candidates(self) -> None:
+        try:
+            counts = status_counts(self.engine)
+        except Exception:
+            log.exception("cannot count candidates")
+            return
+        for (prompt, status), n in counts.items():
+            self.metrics.candidates.labels(self.metrics.prompt_label(prompt), status).set(n)
