@@ -33,6 +33,7 @@ bench: install ## benchmarks, each printing one JSON line
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/judge.py
 	$(BIN)/python bench/footprint.py
+	$(BIN)/python bench/optimize_parity.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) demo-data .pytest_cache .ruff_cache .mypy_cache

@@ -89,19 +89,24 @@ def task_reply(system: str, user: str) -> str:
 
 
 def reflect(prompt: str) -> str:
-    """The reflection rule: add the fix for the most frequent unaddressed problem."""
-    current = re.search(r"```\n(.*?)\n```", prompt, re.S)
-    text = current.group(1) if current else ""
-    feedback = " ".join(re.findall(r"<feedback>\n(.*?)\n</feedback>", prompt, re.S)).lower()
+    """The reflection rule: add the fix for the most frequent unaddressed problem. It reads any
+    meta-prompt that shows the current instruction in the first ``` block and the judge's
+    feedback somewhere after it (ours, or the `gepa` library's default template)."""
+    current = re.search(r"```[^\n]*\n(.*?)\n```", prompt, re.S)
+    text = current.group(1).strip() if current else ""
+    evidence = (prompt[current.end() :] if current else prompt).lower()
     pending = [
-        (feedback.count(problem), fix)
+        (evidence.count(problem), fix)
         for problem, fix, marker in FIXES
-        if problem in feedback and marker not in text.lower()
+        if problem in evidence and marker not in text.lower()
     ]
     if not pending:
         return f"Change: said the same thing more briefly.\n```\n{text} Be brief.\n```"
     _, fix = max(pending, key=lambda item: item[0])
     return f"Change: added '{fix}' because the feedback asks for it.\n```\n{text} {fix}\n```"
+
+
+REFLECTION_MARKERS = ("The instruction to improve", "I provided an assistant with the following")
 
 
 def _tagged(text: str, tag: str) -> str:
@@ -227,7 +232,7 @@ class LlmServer:
     def _answer(self, body: dict[str, Any], messages: list[dict[str, Any]]) -> str:
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
         prompt = str(messages[-1].get("content", "")) if messages else ""
-        if "The instruction to improve" in prompt:
+        if any(marker in prompt for marker in REFLECTION_MARKERS):
             return reflect(prompt)
         if schema == "judgment" or "<output>" in prompt:
             score, feedback = rule_score(_input_values(prompt), _tagged(prompt, "output"))

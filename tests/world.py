@@ -39,10 +39,10 @@ SPEC = PromptSpec(
 QUESTIONS = ["Where is my order?", "Why was I charged twice?", "How do I return a jacket?"]
 
 
-def world_settings(server: LlmServer, **overrides: Any) -> Any:
+def world_settings(api_base: str, **overrides: Any) -> Any:
     values: dict[str, Any] = {
         **{f"{role}_model": "openai/local" for role in ROLES},
-        **{f"{role}_api_base": server.api_base for role in ROLES},
+        **{f"{role}_api_base": api_base for role in ROLES},
         "llm_backoff_base_s": 0.01,
         "run_max_metric_calls": 200,
         "optimize_patience": 6,
@@ -63,7 +63,7 @@ def live_traffic(engine: Engine, server: LlmServer, n: int, seed: int = 1) -> No
         )
         events.append(ConsumedEvent(event, item.partition, item.offset))
     store_events(engine, events, {}, now)
-    version = Judge(Gateway(world_settings(server)), RUBRIC).version
+    version = Judge(Gateway(world_settings(server.api_base)), RUBRIC).version
     with transaction(engine) as connection:
         rows = connection.execute(select(Event.id, Event.inputs, Event.output)).all()
     records = []

@@ -60,6 +60,7 @@ from sidecar.store.tables import Candidate, MutationAttempt
 log = logging.getLogger(__name__)
 
 METRIC_ROLES = ("task", "judge")
+PERFECT = 1.0
 
 
 class NotEnoughTraffic(SidecarError):
@@ -225,6 +226,8 @@ class OptimizationRun:
         parent_scores = await self._scores_for(parent, minibatch)
         if len(parent_scores) < len(minibatch):
             return None
+        if all(s.score >= PERFECT for s in parent_scores.values()):
+            return None  # nothing to learn from a perfect minibatch (GEPA skips it too)
         examples = [
             ReflectionExample(self.instances[e].inputs, s.output, s.score, s.feedback)
             for e, s in parent_scores.items()
@@ -468,6 +471,9 @@ class OptimizationRun:
             frontier = self._frontier(pareto)
             if not frontier.candidates:
                 break
+            if self._perfect(pareto):
+                report.stop_reason = "perfect_on_pareto"
+                break
             report.iterations += 1
             minibatch = sampler.next()
             merge_turn = settings.optimize_merge_every and (
@@ -498,7 +504,7 @@ class OptimizationRun:
             if self.progress is not None:
                 self.progress(report)
         self._summarise(report, pareto)
-        report.stop_reason = self.guard.spend.stop_reason or "frontier_empty"
+        report.stop_reason = report.stop_reason or self.guard.spend.stop_reason or "frontier_empty"
         champion_mean = report.champion_score
         report.proposed = [
             v
@@ -518,6 +524,14 @@ class OptimizationRun:
                 datetime.now(UTC),
             )
         return report
+
+    def _perfect(self, pareto: Sequence[int]) -> bool:
+        """Some candidate scores the maximum on every Pareto instance: nothing can beat it."""
+        return any(
+            all(e in scored and scored[e].score >= PERFECT for e in pareto)
+            for version, scored in self.scores.items()
+            if version in self.pool
+        )
 
     def _common(self, a: int, b: int, events: Sequence[int]) -> list[int]:
         mine, theirs = self.scores.get(a, {}), self.scores.get(b, {})

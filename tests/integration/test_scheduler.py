@@ -44,7 +44,7 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 
 def test_the_job_runs_on_schedule_without_overlapping(world: Engine, llm_server: LlmServer) -> None:
     metrics = Metrics()
-    settings = world_settings(llm_server, optimize_schedule="1", optimize_patience=2)
+    settings = world_settings(llm_server.api_base, optimize_schedule="1", optimize_patience=2)
     scheduler = OptimizeScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics).start()
     try:
         wait_until(
@@ -64,7 +64,7 @@ def test_the_job_runs_on_schedule_without_overlapping(world: Engine, llm_server:
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_only_the_leader_optimizes(world: Engine, llm_server: LlmServer, database_url: str) -> None:
     metrics = Metrics()
-    settings = world_settings(llm_server, optimize_patience=2)
+    settings = world_settings(llm_server.api_base, optimize_patience=2)
     scheduler = OptimizeScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
     other_replica = create_engine(database_url)
     with other_replica.connect() as connection:
@@ -86,7 +86,7 @@ def test_too_little_traffic_is_a_skipped_turn(
     seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
     metrics = Metrics()
     scheduler = OptimizeScheduler(
-        engine, world_settings(llm_server), PromptsConfig(prompts=[SPEC]), metrics
+        engine, world_settings(llm_server.api_base), PromptsConfig(prompts=[SPEC]), metrics
     )
     scheduler.run_once()
     assert sample(metrics, "optimization_runs_total", outcome="skipped") == 1
