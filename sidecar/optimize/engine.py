@@ -52,6 +52,7 @@ from sidecar.store.candidates import (
     latest_frontier,
     mark_proposed,
     record_attempt,
+    set_evidence,
     start_run,
     store_evaluations,
 )
@@ -514,6 +515,14 @@ class OptimizationRun:
             and self._mean_on(v, self._common(v, champion.version, pareto))
             > self._mean_on(champion.version, self._common(v, champion.version, pareto))
         ]
+        for version in sorted(set(report.new_versions) | set(report.proposed)):
+            await asyncio.to_thread(
+                set_evidence,
+                self.db,
+                self.spec.name,
+                version,
+                self._evidence(version, champion.version, pareto),
+            )
         if report.proposed:
             await asyncio.to_thread(
                 mark_proposed,
@@ -524,6 +533,20 @@ class OptimizationRun:
                 datetime.now(UTC),
             )
         return report
+
+    def _evidence(self, version: int, champion: int, pareto: Sequence[int]) -> dict[str, Any]:
+        """What `show` prints as evidence: the run's Pareto-set scores, against the champion's
+        on the same events, and how much of the Pareto set the candidate was scored on."""
+        common = self._common(version, champion, pareto)
+        return {
+            "run_id": self.run_id,
+            "judge_version": self.judge.version,
+            "pareto_mean": round(self._mean_on(version, pareto), 4),
+            "champion_mean": round(self._mean_on(champion, common), 4),
+            "pareto_scored": len(self.scores.get(version, {}).keys() & set(pareto)),
+            "pareto_size": len(pareto),
+            "n": len(common),
+        }
 
     def _perfect(self, pareto: Sequence[int]) -> bool:
         """Some candidate scores the maximum on every Pareto instance: nothing can beat it."""

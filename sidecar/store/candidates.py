@@ -326,3 +326,16 @@ def status_counts(engine: Engine) -> dict[tuple[str, str], int]:
     )
     with transaction(engine) as connection:
         return {(name, status): int(n) for name, status, n in connection.execute(query)}
+
+
+def set_evidence(engine: Engine, prompt_name: str, version: int, evidence: dict[str, Any]) -> None:
+    """Record why a candidate stands where it does (its scores in the run that judged it)."""
+    with transaction(engine) as connection:
+        connection.execute(
+            update(Candidate)
+            .where(
+                Candidate.prompt_name == prompt_name,  # type: ignore[arg-type]
+                Candidate.version == version,  # type: ignore[arg-type]
+            )
+            .values(evidence=evidence)
+        )

@@ -54,6 +54,10 @@ def test_a_run_climbs_from_the_seed_and_proposes_what_beats_it(
     versions = candidates_of(world, "customer-care")
     best = versions[report.best_version]
     assert best.status == "proposed"
+    assert best.evidence is not None
+    assert (best.evidence["pareto_mean"], best.evidence["champion_mean"]) == (1.0, 0.0)
+    assert best.evidence["pareto_scored"] == best.evidence["pareto_size"] == report.pareto_size
+    assert best.evidence["run_id"] == report.run_id
     text = best.components["system_prompt"].lower()
     assert "next step" in text and "thank" in text and "question" in text
     # lineage: every new version descends from versions that exist, back to the seed
@@ -99,6 +103,13 @@ def test_the_budget_is_a_hard_cap(world: Engine, llm_server: LlmServer) -> None:
         1 for body in llm_server.bodies if body["messages"][-1]["content"] in QUESTIONS
     )
     assert task_calls <= 7
+    # the first child won its minibatch, then the budget ran out while scoring it on the
+    # Pareto set: it is kept, and says on how much of the set it was scored
+    [child] = report.new_versions
+    assert report.partial == {child: f"scored on 4 of {report.pareto_size}"}
+    evidence = candidates_of(world, "customer-care")[child].evidence
+    assert evidence is not None
+    assert (evidence["pareto_scored"], evidence["pareto_size"]) == (4, report.pareto_size)
 
 
 def test_too_little_judged_traffic_is_a_clear_error(
