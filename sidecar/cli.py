@@ -217,7 +217,7 @@ def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None
     _configure_logging()
     engine = _database(settings)
 
-    def progress(report: RunReport) -> None:
+    def line(report: RunReport) -> None:
         typer.echo(
             f"iteration {report.iterations:>3}  metric calls {report.metric_calls}/"
             f"{settings.run_max_metric_calls}  cost ${report.cost_usd:.4f}  "
@@ -225,8 +225,13 @@ def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None
             err=True,
         )
 
+    run = OptimizationRun(engine, settings, spec)
     try:
-        report = asyncio.run(OptimizationRun(engine, settings, spec, progress=progress).execute())
+        if sys.stderr.isatty():
+            report = _with_progress_bar(run, settings.run_max_metric_calls)
+        else:  # logs (a pod, CI): one line per iteration
+            run.progress = line
+            report = asyncio.run(run.execute())
     finally:
         engine.dispose()
     if json_output:
@@ -240,6 +245,36 @@ def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None
         f"frontier {', '.join(f'v{v}' for v in report.frontier)}; "
         f"proposed {', '.join(f'v{v}' for v in report.proposed) or 'none'}"
     )
+
+
+def _with_progress_bar(run: Any, budget_calls: int) -> Any:
+    """Run with a live bar on stderr: metric calls against the budget, spend, best, frontier."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (
+        TextColumn("optimizing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("metric calls  ${task.fields[cost]:.4f}  best {task.fields[best]}"),
+        TextColumn("frontier {task.fields[frontier]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task("run", total=budget_calls, cost=0.0, best="-", frontier=0)
+
+        def update(report: Any) -> None:
+            bar.update(
+                task,
+                completed=report.metric_calls,
+                cost=report.cost_usd,
+                best=f"v{report.best_version} {report.best_score:.3f}",
+                frontier=len(report.frontier),
+            )
+
+        run.progress = update
+        return asyncio.run(run.execute())
 
 
 def _views(settings: Settings, prompt: str | None) -> tuple[str, dict[int, Any], dict[int, Any]]:

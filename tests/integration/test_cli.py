@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
 import random
 import signal
@@ -386,3 +387,34 @@ def test_optimize_without_judged_traffic_says_so(tmp_path: Path, llm_server: Llm
     assert (
         result.stderr.strip().splitlines()[-1].startswith("error: customer-care: 0 judged events")
     )
+
+
+def test_optimize_on_a_terminal_draws_a_progress_bar(tmp_path: Path, llm_server: LlmServer) -> None:
+    env = world_database(tmp_path, llm_server)
+    terminal, child_side = pty.openpty()
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecar", "optimize"],
+        cwd=tmp_path,
+        env=environment(**env, COLUMNS="160"),
+        stdout=subprocess.PIPE,
+        stderr=child_side,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    os.close(child_side)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # EIO: the child side is closed and everything was read
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(terminal)
+    assert result.returncode == 0, drawn.decode(errors="replace")
+    screen = drawn.decode(errors="replace")
+    assert "optimizing" in screen and "metric calls" in screen and "frontier" in screen
+    assert "iteration" not in screen  # the bar replaces the log lines
+    assert "proposed v" in result.stdout
