@@ -1,13 +1,18 @@
-"""The FastAPI application. It reaches the running sidecar only through `Readiness` and the
-metrics registry it is given, so it can be served by `run` or by a test alike."""
+"""The FastAPI application. It reaches the running sidecar only through `Readiness`, the
+metrics registry and the database engine it is given, so it can be served by `run` or by a
+test alike."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy import Engine
+
+from sidecar.optimize.lineage import candidate_view
+from sidecar.store.candidates import candidates_of
 
 
 class Readiness(Protocol):
@@ -16,10 +21,13 @@ class Readiness(Protocol):
     def readiness(self) -> dict[str, bool]: ...
 
 
-def create_api(readiness: Readiness, registry: CollectorRegistry) -> FastAPI:
+def create_api(
+    readiness: Readiness, registry: CollectorRegistry, engine: Engine | None = None
+) -> FastAPI:
     api = FastAPI(title="gepa-sidecar", docs_url=None, redoc_url=None)
     api.state.readiness = readiness
     api.state.registry = registry
+    api.state.engine = engine
 
     @api.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -39,5 +47,29 @@ def create_api(readiness: Readiness, registry: CollectorRegistry) -> FastAPI:
     @api.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(api.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def versions_of(name: str) -> dict[int, Any]:
+        if api.state.engine is None:
+            raise HTTPException(503, "no database")
+        found = candidates_of(api.state.engine, name)
+        if not found:
+            raise HTTPException(404, f"no prompt named {name!r}")
+        return found
+
+    @api.get("/v1/prompts/{name}/candidates")
+    def candidates(name: str, status: str | None = None) -> list[dict[str, Any]]:
+        """Versions (with flags and evidence), optionally of one lifecycle status."""
+        return [
+            candidate_view(candidate)
+            for _, candidate in sorted(versions_of(name).items())
+            if status is None or candidate.status == status
+        ]
+
+    @api.get("/v1/prompts/{name}/versions/{version}")
+    def version_of(name: str, version: int) -> dict[str, Any]:
+        found = versions_of(name)
+        if version not in found:
+            raise HTTPException(404, f"{name} has no version {version}")
+        return candidate_view(found[version])
 
     return api

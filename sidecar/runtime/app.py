@@ -64,7 +64,7 @@ class App:
             stack.callback(self.engine.dispose)
             migrate(self.engine)
             self._seed_prompts()
-            api = create_api(self, self.metrics.registry)
+            api = create_api(self, self.metrics.registry, self.engine)
             self.http = HttpServer(api, self.settings.http_host, self.settings.http_port).start()
             stack.callback(self.http.stop)
             ensure_topics(

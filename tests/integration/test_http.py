@@ -5,18 +5,22 @@ from __future__ import annotations
 import random
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
 
 from sidecar.api.app import create_api
 from sidecar.errors import ConfigError
 from sidecar.metrics import MAX_PROMPT_LABELS, OVERFLOW_LABEL, UNKNOWN_PROMPT, Metrics
 from sidecar.runtime.app import App
 from sidecar.runtime.http import HttpServer
+from sidecar.store.candidates import insert_candidate
+from sidecar.store.repository import seed_prompt
 from tests import helpers
 from tests.conftest import Topics
 
@@ -155,3 +159,29 @@ def test_app_consumes_and_counts(kafka_bootstrap: str, topics: Topics, sqlite_ur
         app.stop()
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_candidates_and_versions_are_served_with_their_flags(
+    database_url: str, migrated_engine: Callable[[str], Engine]
+) -> None:
+    engine = migrated_engine(database_url)
+    now = datetime.now(UTC)
+    seed_prompt(engine, "customer-care", {"system_prompt": "Help."}, now)
+    flag = "copies user text into system_prompt: 'my account number is 99812-771 and my mother'"
+    insert_candidate(
+        engine, "customer-care", {"system_prompt": "Help more."}, [1], None, "x", [flag], now
+    )
+    server = HttpServer(create_api(Checks(), Metrics().registry, engine), "127.0.0.1", 0).start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
+            listed = client.get("/v1/prompts/customer-care/candidates").json()
+            assert [(c["version"], c["status"]) for c in listed] == [(1, "active"), (2, "pool")]
+            pooled = client.get("/v1/prompts/customer-care/candidates", params={"status": "pool"})
+            assert [c["version"] for c in pooled.json()] == [2]
+            shown = client.get("/v1/prompts/customer-care/versions/2").json()
+            assert shown["flags"] == [flag] and shown["parents"] == [1]
+            assert client.get("/v1/prompts/customer-care/versions/9").status_code == 404
+            missing = client.get("/v1/prompts/nope/candidates")
+            assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+    finally:
+        server.stop()
