@@ -34,7 +34,7 @@ def _configure_logging() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("kafka", "uvicorn", "alembic"):
+    for noisy in ("kafka", "uvicorn", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
