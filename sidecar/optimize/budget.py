@@ -45,6 +45,7 @@ class BudgetGuard:
     spend: Spend = field(default_factory=Spend)
     started: float = field(init=False)
     _max_call_usd: float = 0.0
+    _max_reflection_usd: float = 0.0
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -80,8 +81,20 @@ class BudgetGuard:
         self.spend.usd += usd
         self._max_call_usd = max(self._max_call_usd, usd / calls)
 
+    def reflection_affordable(self) -> bool:
+        """Whether a reflection call may start: it must fit even at the dearest one seen."""
+        if self.spend.stop_reason is not None:
+            return False
+        if self._max_reflection_usd > 0 and (
+            self.spend.usd + self._max_reflection_usd > self.budget.max_usd + 1e-12
+        ):
+            self._stop("usd")
+            return False
+        return True
+
     def record_usd(self, usd: float) -> None:
         """Spend that is not a metric call (reflection)."""
+        self._max_reflection_usd = max(self._max_reflection_usd, usd)
         self.spend.usd += usd
         if usd > 0 and self.spend.usd >= self.budget.max_usd:
             self._stop("usd")

@@ -233,6 +233,8 @@ class OptimizationRun:
             ReflectionExample(self.instances[e].inputs, s.output, s.score, s.feedback)
             for e, s in parent_scores.items()
         ]
+        if not self.guard.reflection_affordable():
+            return None
         tried = await asyncio.to_thread(attempts_from, self.db, self.spec.name, parent.version)
         rejected = [
             LineageNote(parent.version, a.component, a.summary)

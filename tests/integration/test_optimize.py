@@ -131,3 +131,19 @@ def test_a_run_left_running_by_a_killed_process_is_marked_failed(
     runs = {run.id: run for run in rows(engine, RunRow)}
     assert runs[first].status == "failed" and "interrupted" in (runs[first].error or "")
     assert runs[second].status == "running"
+
+
+def test_usd_across_task_judge_and_reflection_is_a_hard_cap(
+    world: Engine, llm_server: LlmServer
+) -> None:
+    # the live traffic was judged by the unpriced local judge; task and reflection are priced
+    priced = {f"{role}_model": "openai/gpt-4o-mini" for role in ("task", "reflection")}
+    settings = world_settings(llm_server.api_base, **priced, run_budget_usd=0.0004)
+    budget = Budget(max_metric_calls=1000, max_usd=0.0004, max_seconds=60, patience=50)
+    run = OptimizationRun(world, settings, SPEC, budget=budget, seed=2)
+    report = asyncio.run(run.execute())
+    assert report.stop_reason == "usd"
+    assert 0 < report.cost_usd <= 0.0004
+    spend = run.gateway.ledger.snapshot()
+    assert spend["task"].cost_usd > 0 and spend["reflection"].cost_usd > 0
+    assert report.cost_usd == pytest.approx(sum(s.cost_usd for s in spend.values()))

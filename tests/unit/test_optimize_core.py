@@ -251,6 +251,19 @@ def test_reflection_spend_counts_towards_usd() -> None:
     assert guard.exhausted and guard.spend.stop_reason == "usd"
 
 
+def test_a_reflection_starts_only_if_it_fits_at_the_dearest_price_seen() -> None:
+    guard = BudgetGuard(Budget(max_metric_calls=1000, max_usd=1.0, max_seconds=60), Clock())
+    assert guard.reflection_affordable()  # the first one learns the price
+    guard.record_usd(0.3)
+    assert guard.reflection_affordable()
+    guard.record_usd(0.3)
+    assert guard.reflection_affordable()  # 0.6 spent, 0.3 more fits
+    guard.record_usd(0.3)
+    assert not guard.reflection_affordable()  # 0.9 + 0.3 would not
+    assert guard.spend.stop_reason == "usd"
+    assert guard.spend.usd <= 1.0
+
+
 def test_unpriced_models_are_bounded_by_the_other_limits() -> None:
     guard = BudgetGuard(Budget(max_metric_calls=50, max_usd=0.0, max_seconds=60), Clock())
     assert guard.affordable(10) == 1
