@@ -278,25 +278,21 @@ class OptimizationRun:
         if not accept(parent_table, child_table, self.settings.optimize_margin):
             attempt.outcome = "rejected"
             return attempt
-        candidate = await self._add(child, [parent.version], proposal.summary, parent)
-        self.scores[candidate.version] = dict(child_scores)
-        assert candidate.id is not None
-        await asyncio.to_thread(
-            store_evaluations,
-            self.db,
-            candidate.id,
-            self.judge.version,
-            child_scores,
-            self.run_id,
-            datetime.now(UTC),
-        )
+        candidate = await self._add(child, [parent.version], proposal.summary, parent, child_scores)
         attempt.outcome = "accepted"
         attempt.child_version = candidate.version
         return attempt
 
     async def _add(
-        self, components: dict[str, str], parents: list[int], summary: str, base: Candidate
+        self,
+        components: dict[str, str],
+        parents: list[int],
+        summary: str,
+        base: Candidate,
+        minibatch_scores: dict[int, Scored],
     ) -> Candidate:
+        """A new pool version, flagged where needed, with the minibatch evaluations it won with
+        (already paid for: they go to the cache)."""
         traffic = [value for i in self.instances.values() for value in i.inputs.values()]
         flags = flags_for(components, dict(base.components), traffic)
         candidate = await asyncio.to_thread(
@@ -312,6 +308,17 @@ class OptimizationRun:
         )
         self.pool[candidate.version] = candidate
         self.known[candidate.version] = candidate
+        self.scores[candidate.version] = dict(minibatch_scores)
+        assert candidate.id is not None
+        await asyncio.to_thread(
+            store_evaluations,
+            self.db,
+            candidate.id,
+            self.judge.version,
+            minibatch_scores,
+            self.run_id,
+            datetime.now(UTC),
+        )
         return candidate
 
     async def _merge(self, frontier: Frontier, minibatch: Sequence[int]) -> int | None:
@@ -344,18 +351,7 @@ class OptimizationRun:
             if not accept(best_parent, {e: s.score for e, s in child.items()}):
                 return None
             summary = f"merged v{a} and v{b} (common ancestor v{ancestor})"
-            candidate = await self._add(merged, [a, b], summary, self.pool[a])
-            self.scores[candidate.version] = dict(child)
-            assert candidate.id is not None
-            await asyncio.to_thread(
-                store_evaluations,
-                self.db,
-                candidate.id,
-                self.judge.version,
-                child,
-                self.run_id,
-                datetime.now(UTC),
-            )
+            candidate = await self._add(merged, [a, b], summary, self.pool[a], child)
             return candidate.version
         return None
 
