@@ -3,9 +3,10 @@
 For every instance (a stored event in the Pareto set) the front is the set of candidates whose
 score is within `epsilon` of the best score on it: judge noise makes a 0.81 and a 0.80 a tie,
 not a win. A candidate is on the frontier if it is in some instance's front; among those, one
-whose set of won instances is a strict subset of another's (or an equal set, with a lower mean
-score) is dominated and pruned. Parents are then drawn with weight = instances won, so a
-candidate that is best on many instances is tried often while niche specialists survive.
+whose set of won instances is a strict subset of another's is dominated and pruned (an equal set
+is kept: two different edits that are equally good are what merge combines). Parents are then
+drawn with weight = instances won, so a candidate that is best on many instances is tried often
+while niche specialists survive.
 """
 
 from __future__ import annotations
@@ -56,25 +57,18 @@ def fronts(scores: Scores, epsilon: float = 0.0) -> dict[int, frozenset[int]]:
 
 
 def pareto_frontier(scores: Scores, epsilon: float = 0.0) -> Frontier:
-    """The frontier with dominated candidates pruned (ties kept once, by mean score, then id)."""
+    """The frontier with dominated candidates pruned. Candidates that win exactly the same
+    instances are all kept: equally good by different edits, they are what merge combines."""
     by_instance = fronts(scores, epsilon)
     won: dict[int, set[int]] = {}
     for instance, members in by_instance.items():
         for candidate in members:
             won.setdefault(candidate, set()).add(instance)
 
-    def rank(candidate: int) -> tuple[float, int]:
-        """Higher is preferred: the better mean, then the older (lower) id."""
-        return (mean_score(scores[candidate]), -candidate)
-
     kept: dict[int, frozenset[int]] = {}
     for candidate, instances in won.items():
         dominated = any(
-            other != candidate
-            and (
-                instances < other_instances
-                or (instances == other_instances and rank(other) > rank(candidate))
-            )
+            other != candidate and instances < other_instances
             for other, other_instances in won.items()
         )
         if not dominated:

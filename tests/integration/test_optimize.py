@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 
 from sidecar.optimize.budget import Budget
 from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
-from sidecar.store.candidates import candidates_of, start_run
+from sidecar.store.candidates import candidates_of, finish_run, insert_candidate, start_run
 from sidecar.store.repository import (
     seed_prompt,
     transaction,
@@ -147,3 +147,40 @@ def test_usd_across_task_judge_and_reflection_is_a_hard_cap(
     spend = run.gateway.ledger.snapshot()
     assert spend["task"].cost_usd > 0 and spend["reflection"].cost_usd > 0
     assert report.cost_usd == pytest.approx(sum(s.cost_usd for s in spend.values()))
+
+
+def test_equally_good_edits_of_different_components_are_merged(
+    sqlite_url: str, migrated_engine: Callable[[str], Engine], llm_server: LlmServer
+) -> None:
+    two_part = SPEC.model_copy(
+        update={
+            "seed": {"system_prompt": SEED, "closing": "Be brief."},
+            "task": {
+                "messages": [
+                    {"role": "system", "content": "{system_prompt} {closing}"},
+                    {"role": "user", "content": "{user_message}"},
+                ]
+            },
+        }
+    )
+    engine = migrated_engine(sqlite_url)
+    now = datetime.now(UTC)
+    seed_prompt(engine, "customer-care", dict(two_part.seed), now)
+    live_traffic(engine, llm_server, 24)
+    thanks = {"system_prompt": f"{SEED} Thank the customer warmly.", "closing": "Be brief."}
+    answers = {"system_prompt": SEED, "closing": "Answer the customer's exact question."}
+    insert_candidate(engine, "customer-care", thanks, [1], None, "thank them", [], now)
+    insert_candidate(engine, "customer-care", answers, [1], None, "answer them", [], now)
+    earlier = start_run(engine, "customer-care", {}, now)  # the frontier a past run left
+    finish_run(engine, earlier, "finished", 0, 0.0, [2, 3], now)
+    settings = world_settings(llm_server.api_base, optimize_merge_every=1, optimize_patience=2)
+    report = asyncio.run(OptimizationRun(engine, settings, two_part, seed=1).execute())
+    versions = candidates_of(engine, "customer-care")
+    [merged] = [c for c in versions.values() if sorted(c.parents) == [2, 3]]
+    assert merged.components == {
+        "system_prompt": thanks["system_prompt"],
+        "closing": answers["closing"],
+    }
+    assert merged.mutation_summary == "merged v2 and v3 (common ancestor v1)"
+    assert merged.version in report.new_versions
+    assert report.best_score >= 0.5  # each edit alone scores 0.25

@@ -56,11 +56,11 @@ def test_a_candidate_winning_a_subset_of_anothers_instances_is_pruned() -> None:
     assert frontier.fronts[10] == {1}
 
 
-def test_equal_win_sets_keep_the_better_mean_then_the_older() -> None:
-    better_mean = {1: {10: 1.0, 11: 0.2}, 2: {10: 1.0, 11: 0.4}, 3: {10: 0.0, 11: 1.0}}
-    assert set(pareto_frontier(better_mean).wins) == {2, 3}
-    identical = {5: {10: 1.0}, 4: {10: 1.0}}
-    assert set(pareto_frontier(identical).wins) == {4}
+def test_equal_win_sets_are_all_kept_for_merge() -> None:
+    tied = {1: {10: 0.5, 11: 0.5}, 2: {10: 0.5, 11: 0.5}, 3: {10: 0.1, 11: 0.1}}
+    frontier = pareto_frontier(tied)
+    assert set(frontier.wins) == {1, 2}
+    assert frontier.fronts == {10: {1, 2}, 11: {1, 2}}
 
 
 def test_unscored_instances_are_not_won() -> None:
@@ -80,12 +80,12 @@ def test_frontier_invariants(scores: dict[int, dict[int, float]], epsilon: float
         assert members <= all_fronts[instance]
         best = max(per[instance] for per in scores.values() if instance in per)
         assert all(scores[c][instance] >= best - epsilon for c in members)
-    # no kept candidate is dominated by another kept one
+    # no kept candidate is dominated (a strict subset) by another kept one
     for a, wins_a in frontier.wins.items():
         assert wins_a
         for b, wins_b in frontier.wins.items():
             if a != b:
-                assert not wins_a <= wins_b
+                assert not wins_a < wins_b
     # a candidate that is the only one within epsilon of the best somewhere is kept
     for members in all_fronts.values():
         if len(members) == 1:
