@@ -37,13 +37,8 @@ from sidecar.llm.gateway import Gateway, load_litellm
 from sidecar.optimize.engine import OptimizationRun
 from sidecar.store.candidates import candidates_of
 from sidecar.store.database import create_database_engine, migrate
-from sidecar.store.repository import (
-    JudgmentRecord,
-    seed_prompt,
-    store_events,
-    store_judgments,
-    transaction,
-)
+from sidecar.store.judgments import JudgmentRecord, store_judgments
+from sidecar.store.repository import seed_prompt, store_events, transaction
 from sidecar.store.tables import Event
 from tests.helpers import consumed
 from tests.llm_server import rule_score, task_reply

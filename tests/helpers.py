@@ -13,6 +13,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from sidecar.events import ConsumedEvent, TrafficEvent
+from sidecar.metrics import PREFIX, Metrics
 from sidecar.settings import Settings, load_settings
 
 
@@ -110,3 +111,8 @@ def sidecar_settings(bootstrap: str, topics: Any, database_url: str, **overrides
     }
     values.update(overrides)
     return load_settings(**values)
+
+
+def metric_value(metrics: Metrics, name: str, **labels: str) -> float:
+    """A sample of the sidecar's registry (0 when the series does not exist yet)."""
+    return metrics.registry.get_sample_value(PREFIX + name, labels) or 0.0

@@ -16,7 +16,8 @@ from sidecar.events import ConsumedEvent
 from sidecar.judge.judge import Judge
 from sidecar.llm.gateway import Gateway
 from sidecar.settings import JudgeBlock, PromptSpec, load_settings
-from sidecar.store.repository import JudgmentRecord, store_events, store_judgments, transaction
+from sidecar.store.judgments import JudgmentRecord, store_judgments
+from sidecar.store.repository import seed_prompt, store_events, transaction
 from sidecar.store.tables import Event
 from tests.helpers import consumed
 from tests.llm_server import LlmServer, rule_score, task_reply
@@ -84,3 +85,10 @@ def world_environment(server: LlmServer, directory: Path) -> dict[str, str]:
     env.update(SIDECAR_CONFIG_FILE=str(config), SIDECAR_RUN_MAX_METRIC_CALLS="200")
     env.update(SIDECAR_OPTIMIZE_PATIENCE="6", SIDECAR_LLM_BACKOFF_BASE_S="0.01")
     return env
+
+
+def seed_world(engine: Engine, server: LlmServer, events: int) -> Engine:
+    """A migrated database as a running sidecar leaves it: the seed active, `events` judged."""
+    seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
+    live_traffic(engine, server, events)
+    return engine

@@ -24,7 +24,7 @@ from sidecar.judge.verdict import InvalidReply
 from sidecar.llm.gateway import Gateway, load_litellm
 from sidecar.metrics import Metrics
 from sidecar.settings import PromptsConfig
-from sidecar.store.repository import (
+from sidecar.store.judgments import (
     JudgmentRecord,
     PendingEvent,
     active_versions,

@@ -23,7 +23,8 @@ from sidecar.errors import ConfigError, SidecarError
 from sidecar.runtime.app import App
 from sidecar.runtime.kafka import ensure_topics, kafka_cluster
 from sidecar.settings import Settings, load_settings
-from sidecar.store.repository import count_stored_events, ingest_totals, judgment_feed
+from sidecar.store.judgments import judgment_feed
+from sidecar.store.repository import count_stored_events, ingest_totals
 
 EXAMPLE_DIR = Path("examples/customer_care")
 WAIT_S = 90.0

@@ -24,7 +24,7 @@ from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import seed_prompt, store_events
 from tests.helpers import encode, make_event
 from tests.llm_server import LlmServer
-from tests.world import SEED, live_traffic, world_environment
+from tests.world import seed_world, world_environment
 
 COMMAND_TIMEOUT_S = 60
 BROKER_READY_S = 40
@@ -335,8 +335,7 @@ def world_database(tmp_path: Path, llm_server: LlmServer) -> dict[str, str]:
     url = f"sqlite:///{tmp_path / 'world.db'}"
     engine = create_database_engine(url)
     migrate(engine)
-    seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
-    live_traffic(engine, llm_server, 24)
+    seed_world(engine, llm_server, 24)
     engine.dispose()
     return {**world_environment(llm_server, tmp_path), "SIDECAR_DATABASE_URL": url}
 

@@ -9,8 +9,9 @@ import pytest
 
 from sidecar.errors import LlmError
 from sidecar.llm.gateway import Gateway
-from sidecar.metrics import PREFIX, Metrics
+from sidecar.metrics import Metrics
 from sidecar.settings import load_settings
+from tests.helpers import metric_value
 from tests.llm_server import LlmServer
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -31,10 +32,6 @@ def gateway(server: LlmServer, metrics: Metrics | None = None, **overrides: Any)
         }
     )
     return Gateway(settings, metrics)
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(PREFIX + name, labels) or 0.0
 
 
 def test_transient_faults_are_retried_until_an_answer(llm_server: LlmServer) -> None:
@@ -109,11 +106,11 @@ def test_ledger_and_metrics_count_tokens_and_priced_cost(llm_server: LlmServer) 
     assert spend["judge"].cost_usd > 0  # gpt-4o-mini has a price in litellm's bundled map
     assert spend["task"].unpriced_requests == 1  # "local" has none; its tokens still count
     assert spend["task"].completion_tokens == 5
-    assert sample(metrics, "llm_tokens_total", role="task", type="completion") == 5
-    assert sample(metrics, "llm_cost_usd_total", role="judge") == pytest.approx(
+    assert metric_value(metrics, "llm_tokens_total", role="task", type="completion") == 5
+    assert metric_value(metrics, "llm_cost_usd_total", role="judge") == pytest.approx(
         spend["judge"].cost_usd
     )
-    assert sample(metrics, "llm_request_duration_seconds_count", role="task") == 1
+    assert metric_value(metrics, "llm_request_duration_seconds_count", role="task") == 1
 
 
 def test_the_api_key_is_sent_to_the_provider(llm_server: LlmServer) -> None:

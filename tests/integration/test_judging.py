@@ -19,13 +19,22 @@ from sidecar.judge.judge import Judge
 from sidecar.judge.verdict import InvalidReply
 from sidecar.judge.worker import JudgeWorker
 from sidecar.llm.gateway import Gateway
-from sidecar.metrics import PREFIX, Metrics
+from sidecar.metrics import Metrics
 from sidecar.runtime.app import App
 from sidecar.settings import JudgeBlock, PromptsConfig, PromptSpec, load_settings
-from sidecar.store.repository import judgments_for, seed_prompt, status_summary, store_events
+from sidecar.store.judgments import judgments_for
+from sidecar.store.repository import seed_prompt, status_summary, store_events
 from sidecar.store.tables import Judgment
 from tests.conftest import Topics
-from tests.helpers import consumed, encode, make_event, produce, sidecar_settings, wait_until
+from tests.helpers import (
+    consumed,
+    encode,
+    make_event,
+    metric_value,
+    produce,
+    sidecar_settings,
+    wait_until,
+)
 from tests.llm_server import LlmServer, rule_score
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -99,10 +108,6 @@ def judged(engine: Engine) -> list[Judgment]:
     return [j for j in judgments_for(engine) if j.status == "ok"]
 
 
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(PREFIX + name, labels) or 0.0
-
-
 def test_judge_scores_with_feedback_and_asks_for_json_schema(llm_server: LlmServer) -> None:
     judge = Judge(Gateway(judge_settings(llm_server)), RUBRIC)
     inputs = {"user_message": "Where is my order?"}
@@ -120,12 +125,12 @@ def test_non_json_replies_are_asked_again_then_given_up(llm_server: LlmServer) -
     llm_server.script = ["text", "ok"]
     verdict = asyncio.run(judge.score({"user_message": "hi"}, "score=0.3"))
     assert verdict.score == 0.3
-    assert sample(metrics, "judge_requests_total", outcome="invalid_reply") == 1
+    assert metric_value(metrics, "judge_requests_total", outcome="invalid_reply") == 1
     llm_server.script = ["text"] * 3
     with pytest.raises(InvalidReply, match="no JSON object"):
         asyncio.run(judge.score({"user_message": "hi"}, "score=0.3"))
-    assert sample(metrics, "judge_requests_total", outcome="invalid_reply") == 4
-    assert sample(metrics, "judge_requests_total", outcome="ok") == 1
+    assert metric_value(metrics, "judge_requests_total", outcome="invalid_reply") == 4
+    assert metric_value(metrics, "judge_requests_total", outcome="ok") == 1
 
 
 def test_pairwise_counts_a_win_only_when_both_orders_agree(llm_server: LlmServer) -> None:
@@ -161,8 +166,8 @@ def test_every_event_is_judged_under_thirty_percent_faults(
         assert row.status == "ok"
         assert 0.0 <= (row.score or 0) <= 1.0 and row.feedback
         assert row.judge_version == Judge(Gateway(settings), RUBRIC).version
-    assert sample(metrics, "judge_requests_total", outcome="ok") == 60
-    assert sample(metrics, "judge_score_count", prompt="customer-care", version="1") == 60
+    assert metric_value(metrics, "judge_requests_total", outcome="ok") == 60
+    assert metric_value(metrics, "judge_score_count", prompt="customer-care", version="1") == 60
     summary = status_summary(engine)["events"]
     assert (summary["judged"], summary["judge_errors"]) == (60, 0)
 
@@ -184,7 +189,7 @@ def test_an_event_the_judge_cannot_score_is_kept_and_retried_later(
     wait_until(lambda: len(judged(engine)) == 1, 30, "the retried judgment")
     [ok] = judgments_for(engine)
     assert (ok.status, ok.attempts, ok.error) == ("ok", 2, None)
-    assert sample(metrics, "judge_requests_total", outcome="invalid_reply") == 3
+    assert metric_value(metrics, "judge_requests_total", outcome="invalid_reply") == 3
     assert status_summary(engine)["events"]["judge_errors"] == 0
 
 

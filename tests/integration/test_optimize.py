@@ -15,24 +15,18 @@ from sqlalchemy import Engine, select
 from sidecar.optimize.budget import Budget
 from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
 from sidecar.store.candidates import candidates_of, finish_run, insert_candidate, start_run
-from sidecar.store.repository import (
-    seed_prompt,
-    transaction,
-)
+from sidecar.store.repository import seed_prompt, transaction
 from sidecar.store.tables import AuditEntry, Evaluation, MutationAttempt
 from sidecar.store.tables import OptimizationRun as RunRow
 from tests.llm_server import LlmServer
-from tests.world import QUESTIONS, SEED, SPEC, live_traffic, world_settings
+from tests.world import QUESTIONS, SEED, SPEC, live_traffic, seed_world, world_settings
 
 
 @pytest.fixture
 def world(
     database_url: str, migrated_engine: Callable[[str], Engine], llm_server: LlmServer
 ) -> Engine:
-    engine = migrated_engine(database_url)
-    seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
-    live_traffic(engine, llm_server, 24)
-    return engine
+    return seed_world(migrated_engine(database_url), llm_server, 24)
 
 
 def rows(engine: Engine, table: Any) -> list[Any]:

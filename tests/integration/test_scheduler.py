@@ -10,24 +10,21 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
-from sidecar.metrics import PREFIX, Metrics
+from sidecar.metrics import Metrics
 from sidecar.runtime.scheduler import LEADER_LOCK_KEY, OptimizeScheduler, trigger_for
 from sidecar.settings import PromptsConfig
 from sidecar.store.repository import seed_prompt, transaction
 from sidecar.store.tables import OptimizationRun
-from tests.helpers import wait_until
+from tests.helpers import metric_value, wait_until
 from tests.llm_server import LlmServer
-from tests.world import SEED, SPEC, live_traffic, world_settings
+from tests.world import SEED, SPEC, seed_world, world_settings
 
 
 @pytest.fixture
 def world(
     database_url: str, migrated_engine: Callable[[str], Engine], llm_server: LlmServer
 ) -> Engine:
-    engine = migrated_engine(database_url)
-    seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
-    live_traffic(engine, llm_server, 12)
-    return engine
+    return seed_world(migrated_engine(database_url), llm_server, 12)
 
 
 def runs(engine: Engine) -> list[OptimizationRun]:
@@ -36,10 +33,6 @@ def runs(engine: Engine) -> list[OptimizationRun]:
             OptimizationRun.model_validate(row._mapping)
             for row in connection.execute(select(OptimizationRun).order_by(OptimizationRun.id))
         ]
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(PREFIX + name, labels) or 0.0
 
 
 def test_the_job_runs_on_schedule_without_overlapping(world: Engine, llm_server: LlmServer) -> None:
@@ -55,10 +48,10 @@ def test_the_job_runs_on_schedule_without_overlapping(world: Engine, llm_server:
     done = [r for r in runs(world) if r.finished_at is not None]
     for earlier, later in itertools.pairwise(done):
         assert earlier.finished_at <= later.started_at  # one at a time
-    assert sample(metrics, "optimization_runs_total", outcome="finished") >= 2
-    assert sample(metrics, "optimization_metric_calls_total") > 0
-    assert sample(metrics, "frontier_size", prompt="customer-care") >= 1
-    assert sample(metrics, "candidates", prompt="customer-care", status="active") == 1
+    assert metric_value(metrics, "optimization_runs_total", outcome="finished") >= 2
+    assert metric_value(metrics, "optimization_metric_calls_total") > 0
+    assert metric_value(metrics, "frontier_size", prompt="customer-care") >= 1
+    assert metric_value(metrics, "candidates", prompt="customer-care", status="active") == 1
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -71,7 +64,7 @@ def test_only_the_leader_optimizes(world: Engine, llm_server: LlmServer, databas
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY})
         scheduler.run_once()
         assert runs(world) == []
-        assert sample(metrics, "optimization_runs_total", outcome="not_leader") == 1
+        assert metric_value(metrics, "optimization_runs_total", outcome="not_leader") == 1
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK_KEY})
         connection.commit()
     other_replica.dispose()
@@ -89,7 +82,7 @@ def test_too_little_traffic_is_a_skipped_turn(
         engine, world_settings(llm_server.api_base), PromptsConfig(prompts=[SPEC]), metrics
     )
     scheduler.run_once()
-    assert sample(metrics, "optimization_runs_total", outcome="skipped") == 1
+    assert metric_value(metrics, "optimization_runs_total", outcome="skipped") == 1
     assert runs(engine) == []
 
 
