@@ -12,7 +12,6 @@ At the end, frontier candidates that beat the champion on the Pareto set become 
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +23,10 @@ from sqlalchemy import Engine
 from sidecar.errors import LlmError, SidecarError
 from sidecar.judge.judge import Judge
 from sidecar.judge.rubric import DEFAULT_RUBRIC
-from sidecar.judge.verdict import InvalidReply
 from sidecar.llm.gateway import Gateway
 from sidecar.optimize.acceptance import accept
 from sidecar.optimize.budget import Budget, BudgetGuard
+from sidecar.optimize.evaluation import Evaluator
 from sidecar.optimize.frontier import Frontier, mean_score, pareto_frontier, sample_parent
 from sidecar.optimize.merge import common_ancestor, merged_components
 from sidecar.optimize.reflection import (
@@ -38,13 +37,11 @@ from sidecar.optimize.reflection import (
 )
 from sidecar.optimize.safety import flags_for
 from sidecar.optimize.selection import MinibatchSampler, next_component, split_instances
-from sidecar.optimize.task import render_task
 from sidecar.settings import PromptSpec, Settings
 from sidecar.store.candidates import (
     Instance,
     Scored,
     attempts_from,
-    cached_evaluations,
     candidates_of,
     finish_run,
     insert_candidate,
@@ -54,13 +51,9 @@ from sidecar.store.candidates import (
     record_attempt,
     set_evidence,
     start_run,
-    store_evaluations,
 )
 from sidecar.store.tables import Candidate, MutationAttempt
 
-log = logging.getLogger(__name__)
-
-METRIC_ROLES = ("task", "judge")
 PERFECT = 1.0
 
 
@@ -121,80 +114,20 @@ class OptimizationRun:
         self.judge = Judge(self.gateway, spec.judge.rubric if spec.judge else DEFAULT_RUBRIC)
         self.proposer = Proposer(self.gateway, settings.optimize_max_component_chars)
         self.guard = BudgetGuard(budget or budget_from(settings))
+        self.evaluator = Evaluator(engine, self.gateway, self.judge, spec, self.guard)
         self.rng = random.Random(seed)
         self.progress = progress
         self.pool: dict[int, Candidate] = {}  # the candidates this run compares
         self.known: dict[int, Candidate] = {}  # every version of the prompt, for lineage
         self.pareto: list[int] = []
-        self.scores: dict[int, dict[int, Scored]] = {}  # version → event → evaluation
-        self.instances: dict[int, Instance] = {}
         self.run_id = 0
-
-    # --- paying for evaluations ---------------------------------------------------------------
-
-    def _metric_spend(self) -> float:
-        return self.gateway.ledger.cost_usd(*METRIC_ROLES)
-
-    async def _evaluate_one(self, components: dict[str, str], instance: Instance) -> Scored | None:
-        messages = render_task(self.spec.task, components, instance.inputs)
-        try:
-            completion = await self.gateway.complete("task", messages)
-            verdict = await self.judge.score(instance.inputs, completion.text)
-        except (LlmError, InvalidReply) as exc:
-            log.warning("evaluation on event %d failed: %s", instance.row_id, exc)
-            return None
-        return Scored(completion.text, verdict.score, verdict.feedback)
-
-    async def _pay(self, components: dict[str, str], events: Sequence[int]) -> dict[int, Scored]:
-        """Evaluate on as many of `events` as the budget allows (in order; the guard may let the
-        first call alone go ahead, to learn the price)."""
-        pending = list(events)
-        paid: dict[int, Scored] = {}
-        while pending:
-            allowed = self.guard.affordable(len(pending))
-            if not allowed:
-                break
-            todo, pending = pending[:allowed], pending[allowed:]
-            before = self._metric_spend()
-            results = await asyncio.gather(
-                *(self._evaluate_one(components, self.instances[event]) for event in todo)
-            )
-            self.guard.record_calls(len(todo), self._metric_spend() - before)
-            paid.update(
-                {event: result for event, result in zip(todo, results, strict=True) if result}
-            )
-        return paid
-
-    async def _scores_for(self, candidate: Candidate, events: Sequence[int]) -> dict[int, Scored]:
-        """A pool candidate's evaluations on `events`: cached, or paid for and cached."""
-        known = self.scores.setdefault(candidate.version, {})
-        missing = [event for event in events if event not in known]
-        if missing:
-            assert candidate.id is not None
-            cached = await asyncio.to_thread(
-                cached_evaluations, self.db, [candidate.id], missing, self.judge.version
-            )
-            known.update({event: scored for (_, event), scored in cached.items()})
-            unpaid = [event for event in missing if event not in known]
-            paid = await self._pay(dict(candidate.components), unpaid)
-            await asyncio.to_thread(
-                store_evaluations,
-                self.db,
-                candidate.id,
-                self.judge.version,
-                paid,
-                self.run_id,
-                datetime.now(UTC),
-            )
-            known.update(paid)
-        return {event: known[event] for event in events if event in known}
 
     # --- the frontier --------------------------------------------------------------------------
 
     def _frontier(self, pareto: Sequence[int]) -> Frontier:
         table = {
             version: {e: s.score for e, s in scored.items() if e in pareto}
-            for version, scored in self.scores.items()
+            for version, scored in self.evaluator.scores.items()
             if version in self.pool
         }
         return pareto_frontier(
@@ -202,7 +135,7 @@ class OptimizationRun:
         )
 
     def _mean_on(self, version: int, events: Sequence[int]) -> float:
-        scored = self.scores.get(version, {})
+        scored = self.evaluator.scores.get(version, {})
         return mean_score({e: scored[e].score for e in events if e in scored})
 
     # --- one iteration ---------------------------------------------------------------------------
@@ -213,7 +146,9 @@ class OptimizationRun:
         while current is not None and current in self.known and len(notes) < 10:
             candidate = self.known[current]
             changed = candidate.mutation_summary or "seed"
-            score = self._mean_on(current, self.pareto) if self.scores.get(current) else None
+            score = (
+                self._mean_on(current, self.pareto) if self.evaluator.scores.get(current) else None
+            )
             notes.append(
                 LineageNote(current, _changed_component(candidate, self.known), changed, score)
             )
@@ -224,13 +159,13 @@ class OptimizationRun:
         self, parent: Candidate, component: str, minibatch: Sequence[int]
     ) -> MutationAttempt | None:
         """Propose a new text for `component` of `parent`; the attempt, or None if no budget."""
-        parent_scores = await self._scores_for(parent, minibatch)
+        parent_scores = await self.evaluator.scores_for(parent, minibatch)
         if len(parent_scores) < len(minibatch):
             return None
         if all(s.score >= PERFECT for s in parent_scores.values()):
             return None  # nothing to learn from a perfect minibatch (GEPA skips it too)
         examples = [
-            ReflectionExample(self.instances[e].inputs, s.output, s.score, s.feedback)
+            ReflectionExample(self.evaluator.instances[e].inputs, s.output, s.score, s.feedback)
             for e, s in parent_scores.items()
         ]
         if not self.guard.reflection_affordable():
@@ -268,7 +203,7 @@ class OptimizationRun:
         attempt.summary = proposal.summary
         attempt.text = proposal.text
         child = {**parent.components, component: proposal.text}
-        child_scores = await self._pay(child, minibatch)
+        child_scores = await self.evaluator.pay(child, minibatch)
         if len(child_scores) < len(minibatch):
             attempt.summary += " (not scored: budget spent)"
             return attempt
@@ -293,7 +228,7 @@ class OptimizationRun:
     ) -> Candidate:
         """A new pool version, flagged where needed, with the minibatch evaluations it won with
         (already paid for: they go to the cache)."""
-        traffic = [value for i in self.instances.values() for value in i.inputs.values()]
+        traffic = [value for i in self.evaluator.instances.values() for value in i.inputs.values()]
         flags = flags_for(components, dict(base.components), traffic)
         candidate = await asyncio.to_thread(
             insert_candidate,
@@ -308,17 +243,7 @@ class OptimizationRun:
         )
         self.pool[candidate.version] = candidate
         self.known[candidate.version] = candidate
-        self.scores[candidate.version] = dict(minibatch_scores)
-        assert candidate.id is not None
-        await asyncio.to_thread(
-            store_evaluations,
-            self.db,
-            candidate.id,
-            self.judge.version,
-            minibatch_scores,
-            self.run_id,
-            datetime.now(UTC),
-        )
+        await self.evaluator.keep(candidate, minibatch_scores, self.run_id)
         return candidate
 
     async def _merge(self, frontier: Frontier, minibatch: Sequence[int]) -> int | None:
@@ -336,9 +261,9 @@ class OptimizationRun:
             )
             if merged is None or any(c.components == merged for c in self.pool.values()):
                 continue
-            parent_a = await self._scores_for(self.pool[a], minibatch)
-            parent_b = await self._scores_for(self.pool[b], minibatch)
-            child = await self._pay(merged, minibatch)
+            parent_a = await self.evaluator.scores_for(self.pool[a], minibatch)
+            parent_b = await self.evaluator.scores_for(self.pool[b], minibatch)
+            child = await self.evaluator.pay(merged, minibatch)
             if len(child) < len(minibatch) or len(parent_a) < len(minibatch):
                 return None
             best_parent = max(
@@ -372,7 +297,7 @@ class OptimizationRun:
             raise NotEnoughTraffic(
                 f"{self.spec.name}: {len(window)} judged events in the window; need at least 2"
             )
-        self.instances = {instance.row_id: instance for instance in window}
+        self.evaluator.instances = {instance.row_id: instance for instance in window}
         budget = self.guard.budget
         self.run_id = await asyncio.to_thread(
             start_run,
@@ -386,6 +311,7 @@ class OptimizationRun:
             },
             datetime.now(UTC),
         )
+        self.evaluator.run_id = self.run_id
         try:
             report = await self._iterate(window)
         except BaseException as exc:
@@ -436,17 +362,7 @@ class OptimizationRun:
             for i in window
             if i.prompt_version == champion.version
         }
-        assert champion.id is not None
-        await asyncio.to_thread(
-            store_evaluations,
-            self.db,
-            champion.id,
-            self.judge.version,
-            live,
-            None,
-            datetime.now(UTC),
-        )
-        self.scores[champion.version] = dict(live)
+        await self.evaluator.keep(champion, live, None)
         report = RunReport(
             run_id=self.run_id,
             prompt=self.spec.name,
@@ -463,7 +379,7 @@ class OptimizationRun:
             pareto_size=len(pareto),
         )
         for candidate in list(self.pool.values()):
-            await self._scores_for(candidate, pareto)
+            await self.evaluator.scores_for(candidate, pareto)
         sampler = MinibatchSampler(feedback, settings.optimize_minibatch_size, self.rng)
         proposals: dict[int, int] = {}
         while not self.guard.exhausted:
@@ -494,7 +410,7 @@ class OptimizationRun:
             progressed = False
             if new_version is not None:
                 report.new_versions.append(new_version)
-                scored = await self._scores_for(self.pool[new_version], pareto)
+                scored = await self.evaluator.scores_for(self.pool[new_version], pareto)
                 if len(scored) < len(pareto):
                     report.partial[new_version] = f"scored on {len(scored)} of {len(pareto)}"
                 progressed = new_version in self._frontier(pareto).wins
@@ -541,7 +457,7 @@ class OptimizationRun:
             "judge_version": self.judge.version,
             "pareto_mean": round(self._mean_on(version, pareto), 4),
             "champion_mean": round(self._mean_on(champion, common), 4),
-            "pareto_scored": len(self.scores.get(version, {}).keys() & set(pareto)),
+            "pareto_scored": len(self.evaluator.scores.get(version, {}).keys() & set(pareto)),
             "pareto_size": len(pareto),
             "n": len(common),
         }
@@ -550,12 +466,12 @@ class OptimizationRun:
         """Some candidate scores the maximum on every Pareto instance: nothing can beat it."""
         return any(
             all(e in scored and scored[e].score >= PERFECT for e in pareto)
-            for version, scored in self.scores.items()
+            for version, scored in self.evaluator.scores.items()
             if version in self.pool
         )
 
     def _common(self, a: int, b: int, events: Sequence[int]) -> list[int]:
-        mine, theirs = self.scores.get(a, {}), self.scores.get(b, {})
+        mine, theirs = self.evaluator.scores.get(a, {}), self.evaluator.scores.get(b, {})
         return [e for e in events if e in mine and e in theirs]
 
     def _summarise(self, report: RunReport, pareto: Sequence[int]) -> None:
@@ -564,7 +480,7 @@ class OptimizationRun:
         report.metric_calls = self.guard.spend.metric_calls
         report.cost_usd = self._total_cost()
         report.champion_score = self._mean_on(report.champion_version, pareto)
-        means = {v: self._mean_on(v, pareto) for v in self.pool if self.scores.get(v)}
+        means = {v: self._mean_on(v, pareto) for v in self.pool if self.evaluator.scores.get(v)}
         report.best_version = max(means, key=lambda v: (means[v], -v))
         report.best_score = means[report.best_version]
 

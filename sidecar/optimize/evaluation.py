@@ -1,0 +1,107 @@
+"""Paying for evaluations, once: a metric call runs a candidate's task on one event and has the
+judge score the output. Every evaluation is cached in the store under the judge version, calls
+start only when the budget allows them, and what they cost is charged to the run's guard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from sidecar.errors import LlmError
+from sidecar.judge.judge import Judge
+from sidecar.judge.verdict import InvalidReply
+from sidecar.llm.gateway import Gateway
+from sidecar.optimize.budget import BudgetGuard
+from sidecar.optimize.task import render_task
+from sidecar.settings import PromptSpec
+from sidecar.store.candidates import Instance, Scored, cached_evaluations, store_evaluations
+from sidecar.store.tables import Candidate
+
+log = logging.getLogger(__name__)
+
+METRIC_ROLES = ("task", "judge")
+
+
+class Evaluator:
+    """`scores` is everything this run knows: version → event row → evaluation."""
+
+    def __init__(
+        self, db: Engine, gateway: Gateway, judge: Judge, spec: PromptSpec, guard: BudgetGuard
+    ) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.judge = judge
+        self.spec = spec
+        self.guard = guard
+        self.instances: dict[int, Instance] = {}
+        self.scores: dict[int, dict[int, Scored]] = {}
+        self.run_id: int | None = None
+
+    def _metric_spend(self) -> float:
+        return self.gateway.ledger.cost_usd(*METRIC_ROLES)
+
+    async def _evaluate_one(self, components: dict[str, str], instance: Instance) -> Scored | None:
+        messages = render_task(self.spec.task, components, instance.inputs)
+        try:
+            completion = await self.gateway.complete("task", messages)
+            verdict = await self.judge.score(instance.inputs, completion.text)
+        except (LlmError, InvalidReply) as exc:
+            log.warning("evaluation on event %d failed: %s", instance.row_id, exc)
+            return None
+        return Scored(completion.text, verdict.score, verdict.feedback)
+
+    async def pay(self, components: dict[str, str], events: Sequence[int]) -> dict[int, Scored]:
+        """Evaluate on as many of `events` as the budget allows (in order; the guard may let the
+        first call alone go ahead, to learn the price)."""
+        pending = list(events)
+        paid: dict[int, Scored] = {}
+        while pending:
+            allowed = self.guard.affordable(len(pending))
+            if not allowed:
+                break
+            todo, pending = pending[:allowed], pending[allowed:]
+            before = self._metric_spend()
+            results = await asyncio.gather(
+                *(self._evaluate_one(components, self.instances[event]) for event in todo)
+            )
+            self.guard.record_calls(len(todo), self._metric_spend() - before)
+            paid.update(
+                {event: result for event, result in zip(todo, results, strict=True) if result}
+            )
+        return paid
+
+    async def keep(
+        self, candidate: Candidate, scored: dict[int, Scored], run_id: int | None
+    ) -> None:
+        """Know these evaluations and cache them (`run_id` None: they were not paid for)."""
+        self.scores.setdefault(candidate.version, {}).update(scored)
+        assert candidate.id is not None
+        await asyncio.to_thread(
+            store_evaluations,
+            self.db,
+            candidate.id,
+            self.judge.version,
+            scored,
+            run_id,
+            datetime.now(UTC),
+        )
+
+    async def scores_for(self, candidate: Candidate, events: Sequence[int]) -> dict[int, Scored]:
+        """A pool candidate's evaluations on `events`: cached, or paid for and cached."""
+        known = self.scores.setdefault(candidate.version, {})
+        missing = [event for event in events if event not in known]
+        if missing:
+            assert candidate.id is not None
+            cached = await asyncio.to_thread(
+                cached_evaluations, self.db, [candidate.id], missing, self.judge.version
+            )
+            known.update({event: scored for (_, event), scored in cached.items()})
+            unpaid = [event for event in missing if event not in known]
+            await self.keep(
+                candidate, await self.pay(dict(candidate.components), unpaid), self.run_id
+            )
+        return {event: known[event] for event in events if event in known}
