@@ -9,10 +9,13 @@ Tests and benchmarks reach it through litellm exactly as they would a real provi
 - a pairwise request (schema `pairwise`) prefers the reply the judge rule scores higher, or
   always answers `position_bias` when that is set (to show why both orders are asked);
 - a reflection request (it shows "The instruction to improve") fixes the most frequent problem
-  the judge's feedback names that the instruction does not yet address, one per call;
+  the judge's feedback names that the instruction does not yet address, one per call; asked for
+  the `proposal` JSON schema, it answers `{"change": ..., "new_text": ...}`;
 - anything else is a task call. The reply follows the system prompt's instructions literally:
   it names a next step, thanks the customer, or answers their exact question only when told to.
   With the judge rule this is a small world with a hidden optimum that GEPA can climb.
+
+Those three rules are a `World`; `LlmServer(world=...)` serves another one (tests/hard_world.py).
 
 `fault_rate` injects faults (`fault_kinds`: 429, 500, hang, text) chosen by a seeded RNG, and
 `script` forces the kinds of the next requests in order, so every test is reproducible.
@@ -27,7 +30,7 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -106,6 +109,45 @@ def reflect(prompt: str) -> str:
     return f"Change: added '{fix}' because the feedback asks for it.\n```\n{text} {fix}\n```"
 
 
+class World(Protocol):
+    """The rules a server answers by: a task model, a judge and a reflection model."""
+
+    def task(self, system: str, user: str) -> str: ...
+
+    def judge(self, user_message: str, reply: str) -> tuple[float, str]: ...
+
+    def reflect(self, prompt: str) -> str: ...
+
+
+class SimpleWorld:
+    """Three fixes from the seed to a perfect score, a noise-free judge."""
+
+    def task(self, system: str, user: str) -> str:
+        return task_reply(system, user)
+
+    def judge(self, user_message: str, reply: str) -> tuple[float, str]:
+        return rule_score(user_message, reply)
+
+    def reflect(self, prompt: str) -> str:
+        return reflect(prompt)
+
+
+_CHANGE_LINE = re.compile(r"change:\s*(.*)", re.I)
+_BLOCK = re.compile(r"```[^\n]*\n(.*)\n```", re.S)
+
+
+def as_proposal_json(reply: str) -> str:
+    """A `Change:` line and fenced block reply, as the `proposal` JSON schema asks for it."""
+    change = _CHANGE_LINE.search(reply)
+    block = _BLOCK.search(reply)
+    return json.dumps(
+        {
+            "change": change.group(1).strip() if change else "",
+            "new_text": block.group(1).strip() if block else "",
+        }
+    )
+
+
 REFLECTION_MARKERS = ("The instruction to improve", "I provided an assistant with the following")
 
 
@@ -122,7 +164,8 @@ def _input_values(text: str) -> str:
 class LlmServer:
     """Start with `start()`; point litellm at `api_base`. Attributes may change between calls."""
 
-    def __init__(self, latency_s: float = 0.0, seed: int = 7) -> None:
+    def __init__(self, latency_s: float = 0.0, seed: int = 7, world: World | None = None) -> None:
+        self.world: World = world or SimpleWorld()
         self.latency_s = latency_s
         self.fault_rate = 0.0
         self.fault_kinds: tuple[str, ...] = FAULT_KINDS
@@ -233,18 +276,19 @@ class LlmServer:
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
         prompt = str(messages[-1].get("content", "")) if messages else ""
         if any(marker in prompt for marker in REFLECTION_MARKERS):
-            return reflect(prompt)
+            reply = self.world.reflect(prompt)
+            return as_proposal_json(reply) if schema == "proposal" else reply
         if schema == "judgment" or "<output>" in prompt:
-            score, feedback = rule_score(_input_values(prompt), _tagged(prompt, "output"))
+            score, feedback = self.world.judge(_input_values(prompt), _tagged(prompt, "output"))
             return json.dumps({"score": score, "feedback": feedback})
         if schema == "pairwise" or "<output_a>" in prompt:
             user = _input_values(prompt)
-            a, _ = rule_score(user, _tagged(prompt, "output_a"))
-            b, _ = rule_score(user, _tagged(prompt, "output_b"))
+            a, _ = self.world.judge(user, _tagged(prompt, "output_a"))
+            b, _ = self.world.judge(user, _tagged(prompt, "output_b"))
             winner = self.position_bias or ("A" if a > b else "B" if b > a else "tie")
             return json.dumps({"winner": winner, "feedback": f"A scored {a}, B scored {b}."})
         system = next((str(m["content"]) for m in messages if m.get("role") == "system"), "")
-        return task_reply(system, prompt)
+        return self.world.task(system, prompt)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
