@@ -298,15 +298,23 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def main() -> None:
-    """`python -m tests.llm_server --latency S`: print the api_base, serve until SIGTERM (for
-    benchmarks, which keep the server off the measured process's GIL)."""
+    """`python -m tests.llm_server [--latency S] [--world hard --world-seed N]`: print the
+    api_base, serve until SIGTERM (for benchmarks, which keep the server off the measured
+    process's GIL)."""
     import argparse
     import signal
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--world", choices=("simple", "hard"), default="simple")
+    parser.add_argument("--world-seed", type=int, default=0)
     args = parser.parse_args()
-    server = LlmServer(latency_s=args.latency).start()
+    world: World = SimpleWorld()
+    if args.world == "hard":
+        from tests.hard_world import HardWorld
+
+        world = HardWorld(seed=args.world_seed)
+    server = LlmServer(latency_s=args.latency, world=world).start()
     print(server.api_base, flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
