@@ -1,289 +1,235 @@
-"""Our GEPA engine against the `gepa` library (0.1.4, a dev-only dependency, through its adapter
-API) in one simulated world, same budget, several seeds.
+"""Our GEPA engine against the `gepa` library (0.1.4, dev-only, through its adapter API) in the
+hard simulated world (tests/hard_world.py): two components, segment facts that help one segment
+and hurt the others, a noisy judge, distractor feedback. Same events, same budgets, same seeds.
 
-The world is the test LLM server in its own process: a task model that follows its system prompt
-literally, a judge that scores a reply for naming a next step, courtesy and answering the
-question (with feedback saying what is missing), and a reflection model that fixes what the
-feedback names. Both engines reach it through litellm with the same judge prompt. The hidden
-score of a prompt is the judge rule applied locally to the task rule's replies on held-out
-questions: no engine sees it.
+The question it answers: does our engine reach an equal or better held-out score than gepa at
+half gepa's paid metric calls? Held-out score = the hidden (noise-free) judge on held-out
+questions of every segment, of each run's best candidate (ours: the report's best version;
+gepa: `best_candidate`); paid = metric calls (a task call plus its judgment). Each engine runs
+at every budget, so the figures are a curve of held-out score against paid calls.
 
-Paid calls are metric calls (a task call plus its judgment). Ours starts from live traffic the
-sidecar has already judged (the champion's evaluations are free) and caches every evaluation;
-a warm run on shifted traffic starts from the frontier the cold run left.
+Also: warm runs on shifted traffic (the store of the cold run at the largest budget, new traffic
+heavy in returns and account) against cold runs on the same shifted traffic. A run that raises
+is counted as crashed, with its message; the rest of the bench goes on.
 
-    .venv/bin/python bench/optimize_parity.py [--seeds 5] [--budget 150]
+    .venv/bin/python bench/optimize_parity.py [--seeds 5] [--budgets 100,200,400] [--plot P.png]
+
+One JSON line of figures; ratios are ours over gepa (or warm over cold) in this same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import random
 import statistics
-import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
+import time
+import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sidecar.events import ConsumedEvent
-from sidecar.judge.judge import Judge
-from sidecar.llm.gateway import Gateway, load_litellm
-from sidecar.optimize.engine import OptimizationRun
-from sidecar.store.candidates import candidates_of
-from sidecar.store.database import create_database_engine, migrate
-from sidecar.store.judgments import JudgmentRecord, store_judgments
-from sidecar.store.repository import seed_prompt, store_events, transaction
-from sidecar.store.tables import Event
-from tests.helpers import consumed
-from tests.llm_server import rule_score, task_reply
-from tests.world import RUBRIC, SEED, SPEC, world_settings
+from bench.parity_runs import OursInWorld, Outcome, Server, gepa_run
+from tests.hard_world import FIRST_MIX, HARD_SEED, SHIFTED_MIX, hidden_score, traffic_questions
 
-ROOT = Path(__file__).resolve().parent.parent
-TRAFFIC = [
-    ("shipping", "Where is my order?"),
-    ("billing", "Why was I charged twice this month?"),
-    ("returns", "How do I return a jacket that does not fit?"),
-    ("account", "How do I change my email address?"),
-]
-SHIFTED = [
-    ("shipping", "My parcel says delivered but nothing arrived."),
-    ("billing", "Can I get an invoice for my last purchase?"),
-    ("returns", "Can I exchange shoes for a bigger size?"),
-]
-HELD_OUT = [
-    "When will my refund arrive?",
-    "Do you ship to Norway?",
-    "My password reset email never came.",
-    "Can I cancel my subscription today?",
-]
+Row = dict[str, Any]
 
 
-def hidden_score(system_prompt: str) -> float:
-    return statistics.mean(rule_score(q, task_reply(system_prompt, q))[0] for q in HELD_OUT)
+class Bench:
+    """Runs every (engine, budget, seed) and keeps the outcomes; a crash is a row, not an end."""
 
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rows: list[Row] = []
+        self.crashes: list[Row] = []
 
-class Server:
-    """The test LLM server in its own process (off this process's GIL)."""
-
-    def __enter__(self) -> Server:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.llm_server"], stdout=subprocess.PIPE, text=True, cwd=ROOT
-        )
-        assert self.process.stdout is not None
-        self.api_base = self.process.stdout.readline().strip()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
-def add_traffic(
-    engine: Any, settings: Any, questions: list[tuple[str, str]], n: int, seed: int
-) -> None:
-    """n events answered by the seed prompt, judged (as the sidecar's judge workers would)."""
-    rng = random.Random(seed)
-    events = []
-    for index, item in enumerate(consumed(rng, n, first_offset=seed * 10_000)):
-        segment, question = questions[index % len(questions)]
-        event = item.event.model_copy(
-            update={
-                "inputs": {"user_message": question},
-                "output": task_reply(SEED, question),
-                "metadata": {"segment": segment},
+    def attempt(self, kind: str, seed: int, budget: int, run: Callable[[], Outcome]) -> None:
+        started = time.monotonic()
+        try:
+            outcome = run()
+        except Exception as exc:  # counted, with its message: one crash must not end the bench
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            message = f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
+            self.crashes.append({"run": kind, "seed": seed, "budget": budget, "error": message})
+            return
+        self.rows.append(
+            {
+                "run": kind,
+                "seed": seed,
+                "budget": budget,
+                "paid_calls": outcome.paid_calls,
+                "hidden": round(outcome.hidden, 4),
+                "seconds": round(time.monotonic() - started, 1),
+                **outcome.notes,
             }
         )
-        events.append(ConsumedEvent(event, item.partition, item.offset))
-    now = datetime.now(UTC)
-    store_events(engine, events, {}, now)
-    version = Judge(Gateway(settings), RUBRIC).version
-    with transaction(engine) as connection:
-        rows = connection.execute(Event.__table__.select()).mappings().all()
-    store_judgments(
-        engine,
-        [
-            JudgmentRecord(
-                row["id"],
-                "customer-care",
-                1,
-                version,
-                *rule_score(row["inputs"]["user_message"], row["output"]),
+
+    def seed(self, seed: int) -> None:
+        """Every run of one world seed, against one server process."""
+        args = self.args
+        first = traffic_questions(args.events, FIRST_MIX, seed=seed)
+        shifted = traffic_questions(args.events, SHIFTED_MIX, seed=seed + 100)
+        overrides = {"optimize_window_events": args.events, "optimize_patience": args.patience}
+        with Server(seed) as server, tempfile.TemporaryDirectory() as directory:
+            for budget in args.budgets:
+                self.attempt(
+                    "gepa", seed, budget, partial(gepa_run, server.api_base, first, budget, seed)
+                )
+                ours = OursInWorld(
+                    server.api_base, _folder(directory, f"ours-{budget}"), seed, **overrides
+                )
+                self.attempt("ours", seed, budget, partial(ours.cold, first, budget, seed))
+                if budget == max(args.budgets):
+                    warm = partial(ours.warm, shifted, args.warm_budget, seed + 100)
+                    self.attempt("ours_warm", seed, args.warm_budget, warm)
+                ours.close()
+            cold = OursInWorld(
+                server.api_base, _folder(directory, "cold-shifted"), seed, **overrides
             )
-            for row in rows
-        ],
-        now,
-    )
+            run = partial(cold.cold, shifted, args.warm_budget, seed + 100)
+            self.attempt("ours_cold_shifted", seed, args.warm_budget, run)
+            cold.close()
 
 
-def ours(api_base: str, seed: int, budget: int, directory: Path) -> dict[str, Any]:
-    settings = world_settings(api_base, run_max_metric_calls=budget, optimize_patience=4)
+def _folder(parent: str, name: str) -> Path:
+    folder = Path(parent) / name
+    folder.mkdir()
+    return folder
 
-    def fresh(name: str) -> Any:
-        engine = create_database_engine(f"sqlite:///{directory / name}")
-        migrate(engine)
-        seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
-        return engine
 
-    def best_prompt(engine: Any, report: Any) -> str:
-        return str(
-            candidates_of(engine, "customer-care")[report.best_version].components["system_prompt"]
-        )
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.mean(values), 4) if values else None
 
-    engine = fresh("ours.db")
-    add_traffic(engine, settings, TRAFFIC, 40, seed)
-    cold = asyncio.run(OptimizationRun(engine, settings, SPEC, seed=seed).execute())
-    cold_score = hidden_score(best_prompt(engine, cold))
-    add_traffic(engine, settings, SHIFTED, 30, seed + 100)
-    warm = asyncio.run(OptimizationRun(engine, settings, SPEC, seed=seed).execute())
-    warm_score = hidden_score(best_prompt(engine, warm))
-    shifted = fresh("shifted.db")
-    add_traffic(shifted, settings, TRAFFIC, 40, seed)
-    add_traffic(shifted, settings, SHIFTED, 30, seed + 100)
-    cold_shifted = asyncio.run(OptimizationRun(shifted, settings, SPEC, seed=seed).execute())
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def point(rows: list[Row], kind: str, budget: int) -> Row:
+    """Mean paid calls and held-out score of one engine at one budget, with the per-seed spread."""
+    runs = [r for r in rows if r["run"] == kind and r["budget"] == budget]
+    hidden = [r["hidden"] for r in runs]
     return {
-        "calls": cold.metric_calls,
-        "hidden": cold_score,
-        "warm_calls": warm.metric_calls,
-        "warm_hidden": warm_score,
-        "cold_shifted_calls": cold_shifted.metric_calls,
-        "cold_shifted_hidden": hidden_score(best_prompt(shifted, cold_shifted)),
+        "budget": budget,
+        "runs": len(runs),
+        "paid_calls": _mean([r["paid_calls"] for r in runs]),
+        "hidden": _mean(hidden),
+        "hidden_sd": round(statistics.stdev(hidden), 4) if len(hidden) > 1 else 0.0,
+        "hidden_min": min(hidden, default=None),
+        "hidden_max": max(hidden, default=None),
     }
 
 
-def reference(api_base: str, seed: int, budget: int) -> dict[str, Any]:
-    """The `gepa` library on the same world, through its adapter API."""
-    import gepa
-    from gepa.core.adapter import EvaluationBatch
+def figures(bench: Bench, seconds: float) -> Row:
+    """The JSON line: curves, the half-budget headline, warm against cold, crashes."""
+    args, rows = bench.args, bench.rows
+    curves = {kind: [point(rows, kind, b) for b in args.budgets] for kind in ("ours", "gepa")}
+    full, half = max(args.budgets), max(args.budgets) // 2
+    theirs = point(rows, "gepa", full)
+    mine_half = point(rows, "ours", half) if half in args.budgets else None
+    mine_full = point(rows, "ours", full)
+    warm = point(rows, "ours_warm", args.warm_budget)
+    cold = point(rows, "ours_cold_shifted", args.warm_budget)
+    headline = {
+        "gepa_budget": full,
+        "gepa_paid_calls": theirs["paid_calls"],
+        "gepa_hidden": theirs["hidden"],
+        "ours_full_paid_calls": mine_full["paid_calls"],
+        "ours_full_hidden": mine_full["hidden"],
+        "ours_full_hidden_vs_gepa": _ratio(mine_full["hidden"], theirs["hidden"]),
+        "ours_full_calls_vs_gepa": _ratio(mine_full["paid_calls"], theirs["paid_calls"]),
+    }
+    if mine_half is not None:
+        headline |= {
+            "ours_half_paid_calls": mine_half["paid_calls"],
+            "ours_half_hidden": mine_half["hidden"],
+            "ours_half_hidden_vs_gepa": _ratio(mine_half["hidden"], theirs["hidden"]),
+            "ours_half_calls_vs_gepa": _ratio(mine_half["paid_calls"], theirs["paid_calls"]),
+            "ours_half_equal_or_better": (mine_half["hidden"] or 0) >= (theirs["hidden"] or 0),
+        }
+    return {
+        "bench": "optimize_parity",
+        "world": "hard",
+        "seeds": args.seeds,
+        "events": args.events,
+        "budgets": args.budgets,
+        "seed_hidden": round(hidden_score(HARD_SEED), 4),
+        "optimum_hidden": 1.0,
+        "headline": headline,
+        "curves": curves,
+        "warm_vs_cold": {
+            "budget": args.warm_budget,
+            "warm_paid_calls": warm["paid_calls"],
+            "cold_paid_calls": cold["paid_calls"],
+            "calls_ratio": _ratio(warm["paid_calls"], cold["paid_calls"]),
+            "warm_hidden": warm["hidden"],
+            "cold_hidden": cold["hidden"],
+            "hidden_ratio": _ratio(warm["hidden"], cold["hidden"]),
+        },
+        "crashes": {"count": len(bench.crashes), "runs": len(rows) + len(bench.crashes)},
+        "crashed": bench.crashes,
+        "seconds": round(seconds, 1),
+        "per_run": rows,
+    }
 
-    litellm = load_litellm()
-    settings = world_settings(api_base)
-    judge = Judge(Gateway(settings), RUBRIC)
-    rng = random.Random(seed)
-    items = [{"question": q, "segment": s} for s, q in (TRAFFIC * 10)]
-    rng.shuffle(items)
-    trainset, valset = items[:20], items[20:]
 
-    class Adapter:
-        propose_new_texts = None
+def plot(result: Row, rows: list[Row], path: Path) -> None:
+    """Held-out score against paid metric calls, one line per engine (means over seeds), each
+    seed's run as a faint dot and the seeds' min-max as a band."""
+    import matplotlib
 
-        def evaluate(
-            self,
-            batch: list[dict[str, str]],
-            candidate: dict[str, str],
-            capture_traces: bool = False,
-        ) -> Any:
-            async def run_all() -> list[tuple[str, float, str]]:
-                async def one(item: dict[str, str]) -> tuple[str, float, str]:
-                    completion = await judge.gateway.complete(
-                        "task",
-                        [
-                            {"role": "system", "content": candidate["system_prompt"]},
-                            {"role": "user", "content": item["question"]},
-                        ],
-                    )
-                    verdict = await judge.score({"user_message": item["question"]}, completion.text)
-                    return completion.text, verdict.score, verdict.feedback
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-                return list(await asyncio.gather(*(one(item) for item in batch)))
-
-            results = asyncio.run(run_all())
-            return EvaluationBatch(
-                outputs=[r[0] for r in results],
-                scores=[r[1] for r in results],
-                trajectories=[
-                    {"question": item["question"], "output": r[0], "feedback": r[2]}
-                    for item, r in zip(batch, results, strict=True)
-                ]
-                if capture_traces
-                else None,
-            )
-
-        def make_reflective_dataset(
-            self, candidate: dict[str, str], eval_batch: Any, components_to_update: list[str]
-        ) -> dict[str, list[dict[str, str]]]:
-            records = [
-                {
-                    "Inputs": t["question"],
-                    "Generated Outputs": t["output"],
-                    "Feedback": t["feedback"],
-                }
-                for t in eval_batch.trajectories
-            ]
-            return {name: records for name in components_to_update}
-
-    def reflection_lm(prompt: Any) -> str:
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        response = litellm.completion(
-            model="openai/local", api_base=api_base, api_key="unused", messages=messages
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for kind, colour in (("ours", "tab:blue"), ("gepa", "tab:orange")):
+        curve = [p for p in result["curves"][kind] if p["runs"]]
+        x = [p["paid_calls"] for p in curve]
+        axes.plot(x, [p["hidden"] for p in curve], marker="o", color=colour, label=kind)
+        low, high = [p["hidden_min"] for p in curve], [p["hidden_max"] for p in curve]
+        axes.fill_between(x, low, high, color=colour, alpha=0.15)
+        runs = [r for r in rows if r["run"] == kind]
+        axes.scatter(
+            [r["paid_calls"] for r in runs],
+            [r["hidden"] for r in runs],
+            color=colour,
+            alpha=0.3,
+            s=12,
         )
-        return str(response.choices[0].message.content)
-
-    class Quiet:
-        def log(self, message: str) -> None:
-            pass
-
-    result = gepa.optimize(
-        seed_candidate={"system_prompt": SEED},
-        trainset=trainset,
-        valset=valset,
-        adapter=Adapter(),
-        reflection_lm=reflection_lm,
-        max_metric_calls=budget,
-        reflection_minibatch_size=3,
-        use_merge=True,
-        seed=seed,
-        logger=Quiet(),
-        display_progress_bar=False,
-    )
-    best = result.best_candidate
-    text = best["system_prompt"] if isinstance(best, dict) else str(best)
-    return {"calls": int(result.total_metric_calls or 0), "hidden": hidden_score(text)}
+    axes.axhline(result["seed_hidden"], color="grey", linestyle=":", label="seed prompt")
+    axes.axhline(result["optimum_hidden"], color="grey", linestyle="--", label="optimum")
+    axes.set_xlabel("paid metric calls (task call + judgment)")
+    axes.set_ylabel("held-out score of the best candidate (hidden judge)")
+    axes.set_title(f"Hard world, {result['seeds']} seeds: our engine vs gepa 0.1.4")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--budget", type=int, default=150)
+    parser.add_argument("--budgets", default="100,200,400", help="comma-separated metric calls")
+    parser.add_argument("--warm-budget", type=int, default=None, help="default: half the largest")
+    parser.add_argument("--events", type=int, default=48, help="judged events per traffic mix")
+    parser.add_argument("--patience", type=int, default=20, help="our engine's patience")
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG here")
     args = parser.parse_args()
-    rows = []
-    with Server() as server:
-        for seed in range(1, args.seeds + 1):
-            with tempfile.TemporaryDirectory() as directory:
-                mine = ours(server.api_base, seed, args.budget, Path(directory))
-            theirs = reference(server.api_base, seed, args.budget)
-            rows.append({"seed": seed, "ours": mine, "gepa": theirs})
-    ours_calls = statistics.mean(r["ours"]["calls"] for r in rows)
-    gepa_calls = statistics.mean(r["gepa"]["calls"] for r in rows)
-    warm_calls = statistics.mean(r["ours"]["warm_calls"] for r in rows)
-    cold_calls = statistics.mean(r["ours"]["cold_shifted_calls"] for r in rows)
-    print(
-        json.dumps(
-            {
-                "bench": "optimize_parity",
-                "seeds": args.seeds,
-                "budget_metric_calls": args.budget,
-                "ours_hidden": round(statistics.mean(r["ours"]["hidden"] for r in rows), 3),
-                "gepa_hidden": round(statistics.mean(r["gepa"]["hidden"] for r in rows), 3),
-                "ours_paid_calls": ours_calls,
-                "gepa_paid_calls": gepa_calls,
-                "calls_ratio": round(ours_calls / gepa_calls, 3) if gepa_calls else None,
-                "warm_paid_calls": warm_calls,
-                "cold_shifted_paid_calls": cold_calls,
-                "warm_vs_cold": round(warm_calls / cold_calls, 3) if cold_calls else None,
-                "warm_hidden": round(statistics.mean(r["ours"]["warm_hidden"] for r in rows), 3),
-                "cold_shifted_hidden": round(
-                    statistics.mean(r["ours"]["cold_shifted_hidden"] for r in rows), 3
-                ),
-                "per_seed": rows,
-            }
-        )
-    )
+    args.budgets = sorted({int(b) for b in args.budgets.split(",")})
+    args.warm_budget = args.warm_budget or max(args.budgets) // 2
+    started = time.monotonic()
+    bench = Bench(args)
+    for seed in range(1, args.seeds + 1):
+        bench.seed(seed)
+    result = figures(bench, time.monotonic() - started)
+    if args.plot is not None:
+        plot(result, bench.rows, args.plot)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
