@@ -127,16 +127,14 @@ def judge_eval(
     import asyncio
 
     from sidecar.judge.agreement import agreement, read_labels
-    from sidecar.judge.judge import Judge, score_all
-    from sidecar.judge.rubric import DEFAULT_RUBRIC
+    from sidecar.judge.judge import judge_for, score_all
     from sidecar.llm.gateway import Gateway
 
     settings = load_settings()
     spec = _prompt_spec(settings, prompt)
-    rubric = spec.judge.rubric if spec and spec.judge else DEFAULT_RUBRIC
     name = spec.name if spec else None
     examples = read_labels(labels)
-    judge = Judge(Gateway(settings), rubric)
+    judge = judge_for(Gateway(settings), spec)
     verdicts = asyncio.run(score_all(judge, [(e.inputs, e.output, e.trace) for e in examples]))
     result = agreement(
         [example.label for example in examples],
@@ -279,15 +277,16 @@ def _with_progress_bar(run: Any, budget_calls: int) -> Any:
 
 def _views(settings: Settings, prompt: str | None) -> tuple[str, dict[int, Any], dict[int, Any]]:
     """(prompt name, candidates by version, their mean scores) for the reading commands."""
-    from sidecar.judge.rubric import DEFAULT_RUBRIC, judge_version
+    from sidecar.judge.judge import judge_for
+    from sidecar.llm.gateway import Gateway
     from sidecar.store.candidates import candidate_means, candidates_of
 
     spec = _required_spec(settings, prompt)
-    rubric = spec.judge.rubric if spec.judge else DEFAULT_RUBRIC
+    judge_version = judge_for(Gateway(settings), spec).version
     engine = _database(settings)
     try:
         candidates = candidates_of(engine, spec.name)
-        means = candidate_means(engine, spec.name, judge_version(settings.judge_model, rubric))
+        means = candidate_means(engine, spec.name, judge_version)
     finally:
         engine.dispose()
     return spec.name, candidates, means

@@ -138,12 +138,25 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(f"{name}: {first['msg']}{shown}") from None
 
 
+class JudgeExample(BaseModel):
+    """A worked example the judge reads before each reply: inputs, a reply, its verdict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: Annotated[dict[str, str], Field(min_length=1)]
+    output: Annotated[str, Field(min_length=1, max_length=8000)]
+    score: Annotated[float, Field(ge=0.0, le=1.0, strict=True, allow_inf_nan=False)]
+    feedback: Annotated[str, Field(min_length=1, max_length=600)]
+
+
 class JudgeBlock(BaseModel):
-    """How to judge a prompt's replies: the rubric the judge scores against."""
+    """How to judge a prompt's replies: the rubric, and worked examples that fit it (None: the
+    built-in ones with the built-in rubric, none with a custom rubric; [] means none)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rubric: Annotated[str, Field(min_length=1, max_length=20_000)]
+    examples: Annotated[list[JudgeExample] | None, Field(max_length=20)] = None
 
 
 class PromptSpec(BaseModel):

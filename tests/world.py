@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy import Engine, select
 
 from sidecar.events import ConsumedEvent
-from sidecar.judge.judge import Judge
+from sidecar.judge.judge import judge_for
 from sidecar.llm.gateway import Gateway
 from sidecar.settings import JudgeBlock, PromptSpec, load_settings
 from sidecar.store.judgments import JudgmentRecord, store_judgments
@@ -64,7 +64,7 @@ def live_traffic(engine: Engine, server: LlmServer, n: int, seed: int = 1) -> No
         )
         events.append(ConsumedEvent(event, item.partition, item.offset))
     store_events(engine, events, {}, now)
-    version = Judge(Gateway(world_settings(server.api_base)), RUBRIC).version
+    version = judge_for(Gateway(world_settings(server.api_base)), SPEC).version
     with transaction(engine) as connection:
         rows = connection.execute(select(Event.id, Event.inputs, Event.output)).all()
     records = []

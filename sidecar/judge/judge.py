@@ -9,8 +9,10 @@ from typing import Any
 
 from sidecar.errors import LlmError
 from sidecar.judge.rubric import (
+    DEFAULT_RUBRIC,
     JUDGMENT_SCHEMA,
     PAIRWISE_SCHEMA,
+    examples_for,
     judge_version,
     pairwise_messages,
     score_messages,
@@ -24,6 +26,7 @@ from sidecar.judge.verdict import (
     parse_verdict,
 )
 from sidecar.llm.gateway import Gateway
+from sidecar.settings import JudgeExample, PromptSpec
 
 ROLE = "judge"
 
@@ -38,13 +41,22 @@ class PairwiseResult:
 
 
 class Judge:
-    """Scores outputs against `rubric`. `invalid_retries` more asks follow an unusable reply."""
+    """Scores outputs against `rubric`, after its worked `examples` (None: `examples_for` the
+    rubric). `invalid_retries` more asks follow an unusable reply."""
 
-    def __init__(self, gateway: Gateway, rubric: str, invalid_retries: int = 2) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        rubric: str,
+        examples: Sequence[JudgeExample] | None = None,
+        invalid_retries: int = 2,
+    ) -> None:
         self.gateway = gateway
         self.rubric = rubric
+        self.examples = examples_for(rubric, examples)
         self.invalid_retries = invalid_retries
-        self.version = judge_version(gateway.roles[ROLE].model, rubric)
+        role = gateway.roles[ROLE]
+        self.version = judge_version(role.model, role.api_base, rubric, self.examples)
 
     def _count(self, outcome: str) -> None:
         if self.gateway.metrics is not None:
@@ -83,7 +95,7 @@ class Judge:
         trace: Mapping[str, Any] | None = None,
     ) -> Verdict:
         """The score and feedback for one output."""
-        messages = score_messages(self.rubric, inputs, output, trace)
+        messages = score_messages(self.rubric, inputs, output, trace, examples=self.examples)
         verdict: Verdict = await self._ask(messages, JUDGMENT_SCHEMA, parse_verdict)
         return verdict
 
@@ -108,6 +120,15 @@ class Judge:
             orders=(first[0], second[0]),
             feedback=(first[1], second[1]),
         )
+
+
+def judge_for(gateway: Gateway, spec: PromptSpec | None) -> Judge:
+    """The judge of a prompt as its spec says (rubric and examples), else the built-in one: the
+    one way to build it, so workers, optimizer and CLI agree on the judge version."""
+    block = spec.judge if spec is not None else None
+    if block is None:
+        return Judge(gateway, DEFAULT_RUBRIC)
+    return Judge(gateway, block.rubric, block.examples)
 
 
 async def score_all(

@@ -1,15 +1,19 @@
-"""What the judge is shown and asked. The rubric comes from the prompt's `judge` block in
-CONFIG_FILE; the judge version is the model plus a hash of the rubric and this template, so a
-changed rubric (or template) starts a new, visible series of judgments."""
+"""What the judge is shown and asked. The rubric and worked examples come from the prompt's
+`judge` block in CONFIG_FILE; the built-in examples fit only the built-in rubric, so a custom
+rubric without examples is judged zero-shot. The judge version hashes everything that changes a
+score (model, api_base, rubric, examples, this template), so any change starts a new, visible
+series of judgments."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-TEMPLATE_VERSION = "judge-v1"
+from sidecar.settings import JudgeExample
+
+TEMPLATE_VERSION = "judge-v2"
 DEFAULT_RUBRIC = (
     "Score 1.0 when the reply fully and correctly answers what the user asked, is clear, and "
     "names the next step; 0.5 when it is relevant but vague or incomplete; 0.0 when it ignores "
@@ -61,24 +65,51 @@ PAIRWISE_SCHEMA: dict[str, Any] = {
     },
 }
 
-_EXAMPLE_INPUTS = {"user_message": "How do I reset my password?"}
-_EXAMPLES = (  # the good one last: small models lean towards the example they read last
-    (
-        "Passwords are important for security.",
-        {"score": 0.1, "feedback": "Does not say how to reset the password; no next step."},
+BUILTIN_EXAMPLES = (  # the good one last: small models lean towards the example they read last
+    JudgeExample(
+        inputs={"user_message": "How do I reset my password?"},
+        output="Passwords are important for security.",
+        score=0.1,
+        feedback="Does not say how to reset the password; no next step.",
     ),
-    (
-        "Open Settings > Security and choose Reset password; an email arrives within a minute. "
-        "Next step: follow the link in that email.",
-        {"score": 0.9, "feedback": "Answers how to reset it, concretely, and names the next step."},
+    JudgeExample(
+        inputs={"user_message": "How do I reset my password?"},
+        output="Open Settings > Security and choose Reset password; an email arrives within a "
+        "minute. Next step: follow the link in that email.",
+        score=0.9,
+        feedback="Answers how to reset it, concretely, and names the next step.",
     ),
 )
+_PROBE = ({"probe_input": "x"}, "probe output", {"probe_trace": 1})  # renders the whole layout
 
 
-def judge_version(model: str, rubric: str) -> str:
-    """`<model>#<12 hex of sha256(template + rubric)>`, at most 128 characters."""
-    digest = hashlib.sha256(f"{TEMPLATE_VERSION}\n{rubric}".encode()).hexdigest()[:12]
-    return f"{model[:110]}#{digest}"
+def examples_for(
+    rubric: str, configured: Sequence[JudgeExample] | None
+) -> tuple[JudgeExample, ...]:
+    """The configured examples; else the built-in ones, which were scored against DEFAULT_RUBRIC
+    and would teach a custom rubric the wrong standard."""
+    if configured is not None:
+        return tuple(configured)
+    return BUILTIN_EXAMPLES if rubric == DEFAULT_RUBRIC else ()
+
+
+def judge_version(
+    model: str, api_base: str | None, rubric: str, examples: Sequence[JudgeExample] | None
+) -> str:
+    """`<model>#<12 hex>`, at most 128 characters. The hash covers the model, its api_base and a
+    rendering of the whole judge prompt (system text, rubric, examples, request layout)."""
+    inputs, output, trace = _PROBE
+    material = {
+        "template": TEMPLATE_VERSION,
+        "model": model,
+        "api_base": api_base,
+        "limits": [MAX_INPUT_CHARS, MAX_OUTPUT_CHARS, MAX_TRACE_CHARS],
+        "system": SYSTEM,
+        "messages": score_messages(rubric, inputs, output, trace, examples=examples),
+        "schema": JUDGMENT_SCHEMA,
+    }
+    text = json.dumps(material, sort_keys=True, ensure_ascii=False)
+    return f"{model[:110]}#{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -110,16 +141,15 @@ def score_messages(
     inputs: Mapping[str, str],
     output: str,
     trace: Mapping[str, Any] | None = None,
+    *,
+    examples: Sequence[JudgeExample] | None = None,
 ) -> list[dict[str, str]]:
-    """System, two worked examples (one bad, one good), then the reply to judge."""
+    """System, the worked examples (`examples_for` the rubric), then the reply to judge."""
     messages = [{"role": "system", "content": SYSTEM}]
-    for example_output, answer in _EXAMPLES:
-        messages.append(
-            {
-                "role": "user",
-                "content": _score_request(rubric, _EXAMPLE_INPUTS, example_output, None),
-            }
-        )
+    for example in examples_for(rubric, examples):
+        answer = {"score": example.score, "feedback": example.feedback}
+        request = _score_request(rubric, example.inputs, example.output, None)
+        messages.append({"role": "user", "content": request})
         messages.append({"role": "assistant", "content": json.dumps(answer)})
     messages.append({"role": "user", "content": _score_request(rubric, inputs, output, trace)})
     return messages

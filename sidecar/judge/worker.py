@@ -18,8 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 
 from sidecar.errors import LlmError, StoreError
-from sidecar.judge.judge import Judge
-from sidecar.judge.rubric import DEFAULT_RUBRIC
+from sidecar.judge.judge import Judge, judge_for
 from sidecar.judge.verdict import InvalidReply
 from sidecar.llm.gateway import Gateway, load_litellm
 from sidecar.metrics import Metrics
@@ -71,10 +70,7 @@ class JudgeWorker:
         self.retry_after_s = settings.judge_retry_after_s
         self.capacity = 2 * settings.judge_concurrency
         self.refill_below = settings.judge_concurrency + 1
-        self.lanes = {
-            spec.name: _Lane(Judge(gateway, spec.judge.rubric if spec.judge else DEFAULT_RUBRIC))
-            for spec in prompts.prompts
-        }
+        self.lanes = {spec.name: _Lane(judge_for(gateway, spec)) for spec in prompts.prompts}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="judge", daemon=True)
         self._inflight: dict[int, asyncio.Task[JudgmentRecord]] = {}

@@ -7,10 +7,15 @@ import random
 from pathlib import Path
 
 import pytest
+import yaml
 
-from sidecar.errors import InputError
+from sidecar.errors import ConfigError, InputError
+from sidecar.judge import rubric
 from sidecar.judge.agreement import agreement, cohen_kappa, nearest, read_labels
+from sidecar.judge.judge import Judge, judge_for
 from sidecar.judge.rubric import (
+    BUILTIN_EXAMPLES,
+    DEFAULT_RUBRIC,
     SYSTEM,
     judge_version,
     pairwise_messages,
@@ -25,7 +30,22 @@ from sidecar.judge.verdict import (
 )
 from sidecar.judge.worker import MAX_RETRY_WAIT_S, retry_wait_s
 from sidecar.llm.backoff import backoff_delay, retry_after_s
+from sidecar.llm.gateway import Gateway
 from sidecar.llm.ledger import Ledger
+from sidecar.settings import (
+    JudgeBlock,
+    JudgeExample,
+    PromptSpec,
+    load_prompts_config,
+    load_settings,
+)
+
+GOOD = JudgeExample(
+    inputs={"user_message": "Can I change my flight?"},
+    output="Yes: open My trips, pick the flight and choose Change. Next step: pay the fare gap.",
+    score=1.0,
+    feedback="Says how, and names the next step.",
+)
 
 
 @pytest.mark.parametrize(
@@ -97,13 +117,169 @@ def test_pairwise_replies() -> None:
         parse_pairwise('{"winner": "C", "feedback": "?"}')
 
 
-def test_judge_version_names_the_model_and_changes_with_the_rubric() -> None:
-    one = judge_version("openai/gpt-4o-mini", "Score 1 when polite.")
+def version(**changes: object) -> str:
+    """The judge version of a baseline judge with `changes` applied to its parts."""
+    parts: dict[str, object] = {
+        "model": "openai/gpt-4o-mini",
+        "api_base": None,
+        "rubric": "Score 1 when polite.",
+        "examples": (GOOD,),
+        **changes,
+    }
+    return judge_version(**parts)  # type: ignore[arg-type]
+
+
+def test_judge_version_names_the_model_and_is_stable() -> None:
+    one = version()
     assert one.startswith("openai/gpt-4o-mini#")
-    assert one == judge_version("openai/gpt-4o-mini", "Score 1 when polite.")
-    assert one != judge_version("openai/gpt-4o-mini", "Score 1 when polite and brief.")
-    assert one != judge_version("openai/gpt-4o", "Score 1 when polite.")
-    assert len(judge_version("m" * 500, "r")) <= 128
+    assert len(one.split("#")[1]) == 12
+    assert one == version()
+    assert one == version(examples=[GOOD])  # a list and a tuple of the same examples agree
+    assert len(version(model="m" * 500)) <= 128
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"model": "openai/gpt-4o"},
+        {"model": "m" * 110 + "-a"},  # differs only past the 110 characters shown
+        {"api_base": "http://ollama:11434/v1"},
+        {"rubric": "Score 1 when polite and brief."},
+        {"examples": ()},
+        {"examples": (GOOD, GOOD)},
+        {"examples": (GOOD.model_copy(update={"score": 0.9}),)},
+        {"examples": (GOOD.model_copy(update={"feedback": "Fine."}),)},
+        {"examples": (GOOD.model_copy(update={"inputs": {"user_message": "Refund?"}}),)},
+    ],
+)
+def test_judge_version_changes_with_each_part(changes: dict[str, object]) -> None:
+    assert version(**changes) != version()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TEMPLATE_VERSION", "judge-v999"),
+        ("SYSTEM", SYSTEM + " Be terse."),
+        ("MAX_OUTPUT_CHARS", 10),
+    ],
+)
+def test_judge_version_changes_with_the_template(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: object
+) -> None:
+    before = version()
+    monkeypatch.setattr(rubric, name, value)
+    assert version() != before
+
+
+def test_judge_version_changes_with_the_request_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = version()
+    original = rubric._score_request
+    monkeypatch.setattr(
+        rubric, "_score_request", lambda *args: original(*args).replace("Rubric:", "Standard:")
+    )
+    assert version() != before
+
+
+def judge_of(spec: PromptSpec | None, **settings: object) -> Judge:
+    return judge_for(Gateway(load_settings(**settings)), spec)
+
+
+def spec_judged_by(block: JudgeBlock | None) -> PromptSpec:
+    return PromptSpec(name="p", seed={"system_prompt": "Help."}, judge=block)
+
+
+def test_the_built_in_examples_go_only_with_the_built_in_rubric() -> None:
+    assert judge_of(None).examples == BUILTIN_EXAMPLES
+    assert judge_of(spec_judged_by(None)).examples == BUILTIN_EXAMPLES
+    assert judge_of(spec_judged_by(JudgeBlock(rubric=DEFAULT_RUBRIC))).examples == BUILTIN_EXAMPLES
+    custom = judge_of(spec_judged_by(JudgeBlock(rubric="Score 1 when in French.")))
+    assert custom.examples == ()
+    messages = score_messages(custom.rubric, {"q": "x"}, "y", examples=custom.examples)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert "password" not in json.dumps(messages)
+    explicit_none = JudgeBlock(rubric=DEFAULT_RUBRIC, examples=[])
+    assert judge_of(spec_judged_by(explicit_none)).examples == ()
+
+
+def test_configured_examples_are_rendered_in_order_before_the_reply() -> None:
+    bad = GOOD.model_copy(update={"output": "No.", "score": 0.0, "feedback": "Unhelpful."})
+    block = JudgeBlock(rubric="Score 1 when it says how.", examples=[bad, GOOD])
+    judge = judge_of(spec_judged_by(block))
+    assert judge.examples == (bad, GOOD)
+    messages = score_messages(
+        judge.rubric, {"user_message": "Hi"}, "Hello", examples=judge.examples
+    )
+    assert [m["role"] for m in messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert "<output>\nNo.\n</output>" in messages[1]["content"]
+    assert "user_message: Can I change my flight?" in messages[3]["content"]
+    assert "Score 1 when it says how." in messages[3]["content"]
+    assert json.loads(messages[2]["content"]) == {"score": 0.0, "feedback": "Unhelpful."}
+    assert json.loads(messages[4]["content"]) == {"score": 1.0, "feedback": GOOD.feedback}
+    assert "<output>\nHello\n</output>" in messages[-1]["content"]
+
+
+def test_judge_for_versions_the_examples_and_the_api_base() -> None:
+    rubric_only = spec_judged_by(JudgeBlock(rubric="Score 1 when it says how."))
+    with_examples = spec_judged_by(JudgeBlock(rubric="Score 1 when it says how.", examples=[GOOD]))
+    assert judge_of(rubric_only).version != judge_of(with_examples).version
+    assert judge_of(rubric_only).version == judge_of(rubric_only).version
+    assert (
+        judge_of(rubric_only).version
+        != judge_of(rubric_only, judge_api_base="http://127.0.0.1:9/v1").version
+    )
+
+
+@pytest.mark.parametrize(
+    ("example", "where"),
+    [
+        ({"inputs": {"q": "a"}, "output": "x", "score": 1.5, "feedback": "f"}, "examples.1.score"),
+        (
+            {"inputs": {"q": "a"}, "output": "x", "score": "0.5", "feedback": "f"},
+            "examples.1.score",
+        ),
+        ({"inputs": {"q": 3}, "output": "x", "score": 0.5, "feedback": "f"}, "examples.1.inputs.q"),
+        ({"inputs": {}, "output": "x", "score": 0.5, "feedback": "f"}, "examples.1.inputs"),
+        ({"inputs": {"q": "a"}, "score": 0.5, "feedback": "f"}, "examples.1.output"),
+        (
+            {"inputs": {"q": "a"}, "output": "x", "score": 0.5, "feedback": ""},
+            "examples.1.feedback",
+        ),
+        (
+            {"inputs": {"q": "a"}, "output": "x", "score": 0.5, "feedback": "f", "why": 1},
+            "examples.1.why",
+        ),
+    ],
+)
+def test_a_bad_judge_example_is_refused_in_one_line_naming_it(
+    tmp_path: Path, example: dict[str, object], where: str
+) -> None:
+    good = {"inputs": {"q": "a"}, "output": "x", "score": 0.5, "feedback": "f"}
+    judge = {"rubric": "Score 1 when right.", "examples": [good, example]}
+    config = {"prompts": [{"name": "p", "seed": {"system_prompt": "Help."}, "judge": judge}]}
+    path = tmp_path / "prompts.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as raised:
+        load_prompts_config(path)
+    message = str(raised.value)
+    assert message.startswith(f"SIDECAR_CONFIG_FILE: {path}: prompts.0.judge.{where}")
+    assert "\n" not in message
+
+
+def test_judge_examples_are_read_from_the_config_file(tmp_path: Path) -> None:
+    judge = {"rubric": "Score 1 when right.", "examples": [GOOD.model_dump()]}
+    config = {"prompts": [{"name": "p", "seed": {"system_prompt": "Help."}, "judge": judge}]}
+    path = tmp_path / "prompts.yaml"
+    path.write_text(yaml.safe_dump(config))
+    [spec] = load_prompts_config(path).prompts
+    assert spec.judge is not None and spec.judge.examples == [GOOD]
 
 
 def test_judge_prompt_fences_traffic_as_data() -> None:
@@ -120,7 +296,6 @@ def test_judge_prompt_fences_traffic_as_data() -> None:
     assert "<output>\nreply\n</output>" in last
     assert '"latency_ms": 5' in last
     assert "Be kind." in last
-    assert [m["role"] for m in messages[1:-1]] == ["user", "assistant", "user", "assistant"]
 
 
 def test_long_outputs_are_clipped_with_a_note() -> None:
