@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     optimize_window_hours: Annotated[float, Field(gt=0.0)] = 168.0
     optimize_max_component_chars: Annotated[int, Field(ge=100, le=100_000)] = 4000
     optimize_merge_every: Annotated[int, Field(ge=0)] = 5
+    optimize_propose_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02
+    optimize_warm_pool: Annotated[int, Field(ge=0, le=100)] = 4
 
     publish_dir: Path = Path("./prompts")
     admin_token: SecretStr | None = None

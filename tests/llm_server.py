@@ -92,16 +92,17 @@ def task_reply(system: str, user: str) -> str:
 
 
 def reflect(prompt: str) -> str:
-    """The reflection rule: add the fix for the most frequent unaddressed problem. It reads any
-    meta-prompt that shows the current instruction in the first ``` block and the judge's
-    feedback somewhere after it (ours, or the `gepa` library's default template)."""
+    """The reflection rule: add the fix for the most frequent unaddressed problem, unless the
+    prompt says that fix was already tried. It reads any meta-prompt that shows the current
+    instruction in the first ``` block and the judge's feedback somewhere after it (ours, or
+    the `gepa` library's default template)."""
     current = re.search(r"```[^\n]*\n(.*?)\n```", prompt, re.S)
     text = current.group(1).strip() if current else ""
     evidence = (prompt[current.end() :] if current else prompt).lower()
     pending = [
         (evidence.count(problem), fix)
         for problem, fix, marker in FIXES
-        if problem in evidence and marker not in text.lower()
+        if problem in evidence and marker not in text.lower() and f"'{fix}'" not in prompt
     ]
     if not pending:
         return f"Change: said the same thing more briefly.\n```\n{text} Be brief.\n```"

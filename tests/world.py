@@ -5,6 +5,7 @@ and its reflection model fixes what the feedback names. The seed scores 0; 1.0 i
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,15 +53,23 @@ def world_settings(api_base: str, **overrides: Any) -> Any:
     return load_settings(**values)
 
 
-def live_traffic(engine: Engine, server: LlmServer, n: int, seed: int = 1) -> None:
-    """n events answered by the seed prompt, judged as the judge workers would have."""
+def live_traffic(
+    engine: Engine,
+    server: LlmServer,
+    n: int,
+    seed: int = 1,
+    questions: Sequence[str] = QUESTIONS,
+    answer: Callable[[str], str] = lambda question: task_reply(SEED, question),
+) -> None:
+    """n events of `questions` in turn, answered in production by `answer` (by default the seed
+    prompt through the task rule), judged as the judge workers would have."""
     now = datetime.now(UTC)
     rng = random.Random(seed)
     events = []
     for index, item in enumerate(consumed(rng, n, first_offset=seed * 1000)):
-        question = QUESTIONS[index % len(QUESTIONS)]
+        question = questions[index % len(questions)]
         event = item.event.model_copy(
-            update={"inputs": {"user_message": question}, "output": task_reply(SEED, question)}
+            update={"inputs": {"user_message": question}, "output": answer(question)}
         )
         events.append(ConsumedEvent(event, item.partition, item.offset))
     store_events(engine, events, {}, now)

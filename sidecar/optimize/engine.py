@@ -1,12 +1,13 @@
 """One GEPA run over a prompt's recent judged traffic, persisted as it goes.
 
 The window of judged events is split into a feedback set (minibatches to learn from) and a
-Pareto set (where candidates are compared per instance). The champion's live outputs and their
-judgments are its evaluations for free; every other (candidate, event) evaluation is paid once
-and cached in the store, so a later run, warm-started from the frontier the last one left,
-never pays for it again. Each accepted child is a new version (`pool`) with its lineage; each
-proposal, accepted or not, is a mutation attempt the next reflection on that parent reads.
-At the end, frontier candidates that beat the champion on the Pareto set become `proposed`.
+Pareto set (where candidates are compared per instance). Every version in the pool, the
+champion included, is replayed through the same task path and judged the same way (like for
+like); every (candidate, event) evaluation is paid once and cached in the store, so a later run,
+warm-started from the frontier the last one left, never pays for it again. Each accepted child
+is a new version (`pool`) with its lineage; each proposal, accepted or not, is a mutation
+attempt the next reflection on that parent reads. At the end, frontier candidates scored on the
+whole Pareto set that beat the champion by the paired margin become `proposed`.
 """
 
 from __future__ import annotations
@@ -20,31 +21,21 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from sidecar.errors import LlmError, SidecarError
-from sidecar.judge.judge import Judge
-from sidecar.judge.rubric import DEFAULT_RUBRIC
+from sidecar.errors import SidecarError
+from sidecar.judge.judge import judge_for
 from sidecar.llm.gateway import Gateway
-from sidecar.optimize.acceptance import accept
+from sidecar.optimize.breeding import PERFECT, Breeder, Population
 from sidecar.optimize.budget import Budget, BudgetGuard
 from sidecar.optimize.evaluation import Evaluator
+from sidecar.optimize.evidence import paired_evidence, proposal_verdict
 from sidecar.optimize.frontier import Frontier, mean_score, pareto_frontier, sample_parent
-from sidecar.optimize.merge import common_ancestor, merged_components
-from sidecar.optimize.reflection import (
-    InvalidProposal,
-    LineageNote,
-    Proposer,
-    ReflectionExample,
-)
-from sidecar.optimize.safety import flags_for
+from sidecar.optimize.reflection import Proposer
 from sidecar.optimize.selection import MinibatchSampler, next_component, split_instances
 from sidecar.settings import PromptSpec, Settings
 from sidecar.store.candidates import (
     Instance,
-    Scored,
-    attempts_from,
     candidates_of,
     finish_run,
-    insert_candidate,
     judged_window,
     latest_frontier,
     mark_proposed,
@@ -52,9 +43,10 @@ from sidecar.store.candidates import (
     set_evidence,
     start_run,
 )
-from sidecar.store.tables import Candidate, MutationAttempt
+from sidecar.store.tables import Candidate
 
-PERFECT = 1.0
+UNBREEDABLE = frozenset({"rejected"})
+"""Statuses a warm pool never takes back: a person's "no" does not keep breeding."""
 
 
 class NotEnoughTraffic(SidecarError):
@@ -78,6 +70,7 @@ class RunReport:
     frontier: list[int]
     proposed: list[int]
     new_versions: list[int] = field(default_factory=list)
+    held_back: list[int] = field(default_factory=list)
     iterations: int = 0
     pareto_size: int = 0
     partial: dict[int, str] = field(default_factory=dict)
@@ -93,6 +86,23 @@ def budget_from(settings: Settings) -> Budget:
         max_seconds=settings.run_max_seconds,
         patience=settings.optimize_patience,
     )
+
+
+def warm_pool(
+    everyone: dict[int, Candidate], frontier: Sequence[int], champion: int, cap: int
+) -> list[int]:
+    """The champion plus at most `cap` versions of the last frontier, best evidence first;
+    never a rejected or flagged one (it would keep breeding)."""
+    eligible = [
+        v
+        for v in frontier
+        if v in everyone
+        and v != champion
+        and everyone[v].status not in UNBREEDABLE
+        and not everyone[v].flags
+    ]
+    eligible.sort(key=lambda v: (-float((everyone[v].evidence or {}).get("pareto_mean", 0.0)), -v))
+    return [champion, *eligible[:cap]]
 
 
 class OptimizationRun:
@@ -111,174 +121,34 @@ class OptimizationRun:
         self.settings = settings
         self.spec = spec
         self.gateway = Gateway(settings)
-        self.judge = Judge(self.gateway, spec.judge.rubric if spec.judge else DEFAULT_RUBRIC)
+        self.judge = judge_for(self.gateway, spec)
         self.proposer = Proposer(self.gateway, settings.optimize_max_component_chars)
         self.guard = BudgetGuard(budget or budget_from(settings))
         self.evaluator = Evaluator(engine, self.gateway, self.judge, spec, self.guard)
         self.rng = random.Random(seed)
         self.progress = progress
-        self.pool: dict[int, Candidate] = {}  # the candidates this run compares
-        self.known: dict[int, Candidate] = {}  # every version of the prompt, for lineage
-        self.pareto: list[int] = []
+        self.population = Population(pool={}, known={})
+        self.turns: dict[int, int] = {}  # version -> round-robin position of its next component
         self.run_id = 0
 
-    # --- the frontier --------------------------------------------------------------------------
+    # --- scores --------------------------------------------------------------------------------
+
+    def _table(self, version: int, events: Sequence[int]) -> dict[int, float]:
+        scored = self.evaluator.scores.get(version, {})
+        return {e: scored[e].score for e in events if e in scored}
 
     def _frontier(self, pareto: Sequence[int]) -> Frontier:
-        table = {
-            version: {e: s.score for e, s in scored.items() if e in pareto}
-            for version, scored in self.evaluator.scores.items()
-            if version in self.pool
-        }
+        table = {v: self._table(v, pareto) for v in self.population.pool}
         return pareto_frontier(
             {v: t for v, t in table.items() if t}, self.settings.optimize_epsilon
         )
 
-    def _mean_on(self, version: int, events: Sequence[int]) -> float:
-        scored = self.evaluator.scores.get(version, {})
-        return mean_score({e: scored[e].score for e in events if e in scored})
-
-    # --- one iteration ---------------------------------------------------------------------------
-
-    def _lineage(self, version: int) -> list[LineageNote]:
-        notes: list[LineageNote] = []
-        current: int | None = version
-        while current is not None and current in self.known and len(notes) < 10:
-            candidate = self.known[current]
-            changed = candidate.mutation_summary or "seed"
-            score = (
-                self._mean_on(current, self.pareto) if self.evaluator.scores.get(current) else None
-            )
-            notes.append(
-                LineageNote(current, _changed_component(candidate, self.known), changed, score)
-            )
-            current = candidate.parents[0] if candidate.parents else None
-        return list(reversed(notes))
-
-    async def _reflect(
-        self, parent: Candidate, component: str, minibatch: Sequence[int]
-    ) -> MutationAttempt | None:
-        """Propose a new text for `component` of `parent`; the attempt, or None if no budget."""
-        parent_scores = await self.evaluator.scores_for(parent, minibatch)
-        if len(parent_scores) < len(minibatch):
-            return None
-        if all(s.score >= PERFECT for s in parent_scores.values()):
-            return None  # nothing to learn from a perfect minibatch (GEPA skips it too)
-        examples = [
-            ReflectionExample(self.evaluator.instances[e].inputs, s.output, s.score, s.feedback)
-            for e, s in parent_scores.items()
-        ]
-        if not self.guard.reflection_affordable():
-            return None
-        tried = await asyncio.to_thread(attempts_from, self.db, self.spec.name, parent.version)
-        rejected = [
-            LineageNote(parent.version, a.component, a.summary)
-            for a in tried
-            if a.outcome != "accepted"
-        ]
-        before = self.gateway.ledger.cost_usd("reflection")
-        attempt = MutationAttempt(
-            prompt_name=self.spec.name,
-            run_id=self.run_id,
-            parent_version=parent.version,
-            component=component,
-            summary="",
-            outcome="failed",
-            parent_score=sum(s.score for s in parent_scores.values()),
-            created_at=datetime.now(UTC),
+    def _perfect(self, pareto: Sequence[int]) -> bool:
+        """Some candidate scores the maximum on every Pareto instance: nothing can beat it."""
+        return any(
+            len(table) == len(pareto) and all(s >= PERFECT for s in table.values())
+            for table in (self._table(v, pareto) for v in self.population.pool)
         )
-        try:
-            proposal = await self.proposer.propose(
-                component,
-                parent.components[component],
-                examples,
-                self._lineage(parent.version),
-                rejected,
-            )
-        except (InvalidProposal, LlmError) as exc:
-            attempt.summary = f"no usable proposal: {exc}"[:300]
-            return attempt
-        finally:
-            self.guard.record_usd(self.gateway.ledger.cost_usd("reflection") - before)
-        attempt.summary = proposal.summary
-        attempt.text = proposal.text
-        child = {**parent.components, component: proposal.text}
-        child_scores = await self.evaluator.pay(child, minibatch)
-        if len(child_scores) < len(minibatch):
-            attempt.summary += " (not scored: budget spent)"
-            return attempt
-        attempt.child_score = sum(s.score for s in child_scores.values())
-        parent_table = {e: s.score for e, s in parent_scores.items()}
-        child_table = {e: s.score for e, s in child_scores.items()}
-        if not accept(parent_table, child_table, self.settings.optimize_margin):
-            attempt.outcome = "rejected"
-            return attempt
-        candidate = await self._add(child, [parent.version], proposal.summary, parent, child_scores)
-        attempt.outcome = "accepted"
-        attempt.child_version = candidate.version
-        return attempt
-
-    async def _add(
-        self,
-        components: dict[str, str],
-        parents: list[int],
-        summary: str,
-        base: Candidate,
-        minibatch_scores: dict[int, Scored],
-    ) -> Candidate:
-        """A new pool version, flagged where needed, with the minibatch evaluations it won with
-        (already paid for: they go to the cache)."""
-        traffic = [value for i in self.evaluator.instances.values() for value in i.inputs.values()]
-        flags = flags_for(components, dict(base.components), traffic)
-        candidate = await asyncio.to_thread(
-            insert_candidate,
-            self.db,
-            self.spec.name,
-            components,
-            parents,
-            self.run_id,
-            summary,
-            flags,
-            datetime.now(UTC),
-        )
-        self.pool[candidate.version] = candidate
-        self.known[candidate.version] = candidate
-        await self.evaluator.keep(candidate, minibatch_scores, self.run_id)
-        return candidate
-
-    async def _merge(self, frontier: Frontier, minibatch: Sequence[int]) -> int | None:
-        """Try one merge of two frontier candidates; the new version when it is accepted."""
-        lineage = {v: list(c.parents) for v, c in self.pool.items()}
-        versions = frontier.candidates
-        pairs = [(a, b) for i, a in enumerate(versions) for b in versions[i + 1 :]]
-        self.rng.shuffle(pairs)
-        for a, b in pairs:
-            ancestor = common_ancestor(a, b, lineage)
-            if ancestor is None or ancestor in (a, b):
-                continue
-            merged = merged_components(
-                self.pool[ancestor].components, self.pool[a].components, self.pool[b].components
-            )
-            if merged is None or any(c.components == merged for c in self.pool.values()):
-                continue
-            parent_a = await self.evaluator.scores_for(self.pool[a], minibatch)
-            parent_b = await self.evaluator.scores_for(self.pool[b], minibatch)
-            child = await self.evaluator.pay(merged, minibatch)
-            if len(child) < len(minibatch) or len(parent_a) < len(minibatch):
-                return None
-            best_parent = max(
-                (
-                    {e: s.score for e, s in parent_a.items()},
-                    {e: s.score for e, s in parent_b.items()},
-                ),
-                key=lambda table: sum(table.values()),
-            )
-            if not accept(best_parent, {e: s.score for e, s in child.items()}):
-                return None
-            summary = f"merged v{a} and v{b} (common ancestor v{ancestor})"
-            candidate = await self._add(merged, [a, b], summary, self.pool[a], child)
-            return candidate.version
-        return None
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -321,7 +191,7 @@ class OptimizationRun:
                 self.run_id,
                 "failed",
                 self.guard.spend.metric_calls,
-                self._total_cost(),
+                self.gateway.ledger.cost_usd(),
                 [],
                 datetime.now(UTC),
                 " ".join(str(exc).split())[:500] or type(exc).__name__,
@@ -339,30 +209,27 @@ class OptimizationRun:
         )
         return report
 
-    def _total_cost(self) -> float:
-        return self.gateway.ledger.cost_usd()
-
-    async def _iterate(self, window: list[Instance]) -> RunReport:
-        settings = self.settings
+    async def _start(self, window: list[Instance]) -> tuple[Candidate, list[int], list[int]]:
+        """(champion, feedback set, Pareto set), with the pool scored on the Pareto set."""
         feedback, pareto = split_instances(
-            [(i.row_id, i.segment) for i in window], settings.optimize_pareto_fraction, self.rng
+            [(i.row_id, i.segment) for i in window],
+            self.settings.optimize_pareto_fraction,
+            self.rng,
         )
         everyone = await asyncio.to_thread(candidates_of, self.db, self.spec.name)
-        self.known = dict(everyone)
-        self.pareto = pareto
         active = [c for c in everyone.values() if c.status == "active"]
         if not active:
             raise SidecarError(f"{self.spec.name}: no active version to improve on")
         champion = active[0]
-        warm = await asyncio.to_thread(latest_frontier, self.db, self.spec.name)
-        self.pool = {v: everyone[v] for v in {champion.version, *warm} if v in everyone}
-        # the champion's live, judged outputs are its evaluations, for free
-        live = {
-            i.row_id: Scored(i.output, i.score, i.feedback)
-            for i in window
-            if i.prompt_version == champion.version
-        }
-        await self.evaluator.keep(champion, live, None)
+        last = await asyncio.to_thread(latest_frontier, self.db, self.spec.name)
+        versions = warm_pool(everyone, last, champion.version, self.settings.optimize_warm_pool)
+        self.population = Population(pool={v: everyone[v] for v in versions}, known=everyone)
+        for version in versions:  # the champion first: without it nothing can be compared
+            await self.evaluator.scores_for(everyone[version], pareto)
+        return champion, feedback, pareto
+
+    async def _iterate(self, window: list[Instance]) -> RunReport:
+        champion, feedback, pareto = await self._start(window)
         report = RunReport(
             run_id=self.run_id,
             prompt=self.spec.name,
@@ -378,10 +245,15 @@ class OptimizationRun:
             proposed=[],
             pareto_size=len(pareto),
         )
-        for candidate in list(self.pool.values()):
-            await self.evaluator.scores_for(candidate, pareto)
-        sampler = MinibatchSampler(feedback, settings.optimize_minibatch_size, self.rng)
-        proposals: dict[int, int] = {}
+        breeder = Breeder(
+            self.db,
+            self.run_id,
+            self.evaluator,
+            self.proposer,
+            self.guard,
+            self.settings.optimize_margin,
+        )
+        sampler = MinibatchSampler(feedback, self.settings.optimize_minibatch_size, self.rng)
         while not self.guard.exhausted:
             frontier = self._frontier(pareto)
             if not frontier.candidates:
@@ -390,52 +262,84 @@ class OptimizationRun:
                 report.stop_reason = "perfect_on_pareto"
                 break
             report.iterations += 1
-            minibatch = sampler.next()
-            merge_turn = settings.optimize_merge_every and (
-                report.iterations % settings.optimize_merge_every == 0
-            )
-            new_version: int | None = None
-            if merge_turn and len(frontier.candidates) >= 2:
-                new_version = await self._merge(frontier, minibatch)
-            else:
-                parent = self.pool[sample_parent(frontier, self.rng)]
-                component = next_component(
-                    list(parent.components), proposals.get(parent.version, 0)
-                )
-                proposals[parent.version] = proposals.get(parent.version, 0) + 1
-                attempt = await self._reflect(parent, component, minibatch)
-                if attempt is not None:
-                    await asyncio.to_thread(record_attempt, self.db, attempt)
-                    new_version = attempt.child_version
+            child = await self._step(breeder, frontier, sampler.next(), pareto, report.iterations)
             progressed = False
-            if new_version is not None:
-                report.new_versions.append(new_version)
-                scored = await self.evaluator.scores_for(self.pool[new_version], pareto)
+            if child is not None:
+                report.new_versions.append(child)
+                scored = await self.evaluator.scores_for(self.population.pool[child], pareto)
                 if len(scored) < len(pareto):
-                    report.partial[new_version] = f"scored on {len(scored)} of {len(pareto)}"
-                progressed = new_version in self._frontier(pareto).wins
+                    report.partial[child] = f"scored on {len(scored)} of {len(pareto)}"
+                progressed = child in self._frontier(pareto).wins
             self.guard.record_iteration(progressed)
             self._summarise(report, pareto)
             if self.progress is not None:
                 self.progress(report)
         self._summarise(report, pareto)
         report.stop_reason = report.stop_reason or self.guard.spend.stop_reason or "frontier_empty"
-        champion_mean = report.champion_score
-        report.proposed = [
-            v
-            for v in report.frontier
-            if v != champion.version
-            and self.pool[v].status == "pool"
-            and self._mean_on(v, self._common(v, champion.version, pareto))
-            > self._mean_on(champion.version, self._common(v, champion.version, pareto))
-        ]
-        for version in sorted(set(report.new_versions) | set(report.proposed)):
+        await self._propose(report, champion.version, pareto)
+        return report
+
+    async def _step(
+        self,
+        breeder: Breeder,
+        frontier: Frontier,
+        minibatch: list[int],
+        pareto: Sequence[int],
+        iteration: int,
+    ) -> int | None:
+        """One iteration: a merge on its turn (only for prompts of two or more components, and
+        only when two contenders exist), else, or when no merge came of it, a reflection. The
+        clean child that joined the pool, if any."""
+        every = self.settings.optimize_merge_every
+        multi = len(self.spec.seed) >= 2
+        if every and multi and iteration % every == 0 and len(frontier.contenders) >= 2:
+            merged = await breeder.merge(
+                self.population, sorted(frontier.contenders), minibatch, self.rng
+            )
+            if merged is not None:
+                return merged.version if merged.version in self.population.pool else None
+        parent = self.population.pool[sample_parent(frontier, self.rng)]
+        turn = self.turns.get(parent.version, 0)
+        self.turns[parent.version] = turn + 1
+        component = next_component(list(parent.components), turn)
+        attempt = await breeder.reflect(self.population, parent, component, minibatch, pareto)
+        if attempt is None:
+            return None
+        await asyncio.to_thread(record_attempt, self.db, attempt)
+        child = attempt.child_version
+        if child is None:
+            return None
+        self.turns[child] = turn + 1  # a child carries on from its parent's next component
+        return child if child in self.population.pool else None
+
+    async def _propose(self, report: RunReport, champion: int, pareto: Sequence[int]) -> None:
+        """Record evidence for this run's new versions and frontier candidates; those scored
+        on the whole Pareto set that beat the champion by the margin become `proposed`."""
+        report.held_back = list(self.population.held_back)
+        champion_table = self._table(champion, pareto)
+        margin = self.settings.optimize_propose_margin
+        for version in sorted(set(report.new_versions) | set(report.frontier)):
+            if version == champion:
+                continue
+            evidence = paired_evidence(
+                self._table(version, pareto), champion_table, pareto, self.settings.optimize_epsilon
+            )
+            propose, why = proposal_verdict(evidence, margin)
+            on_frontier = version in report.frontier
+            if propose and on_frontier and self.population.known[version].status == "pool":
+                report.proposed.append(version)
             await asyncio.to_thread(
                 set_evidence,
                 self.db,
                 self.spec.name,
                 version,
-                self._evidence(version, champion.version, pareto),
+                {
+                    "run_id": self.run_id,
+                    "judge_version": self.judge.version,
+                    "task_version": self.evaluator.key[0],
+                    **evidence.as_dict(),
+                    "verdict": why if on_frontier else f"off the frontier; {why}",
+                },
             )
         if report.proposed:
             await asyncio.to_thread(
@@ -443,52 +347,22 @@ class OptimizationRun:
                 self.db,
                 self.spec.name,
                 report.proposed,
-                f"run {self.run_id}: on the frontier and above the champion ({champion_mean:.3f})",
+                f"run {self.run_id}: on the frontier, scored on all {len(pareto)} Pareto events, "
+                f"above the champion v{champion} by more than {margin:.3f} (paired)",
                 datetime.now(UTC),
             )
-        return report
-
-    def _evidence(self, version: int, champion: int, pareto: Sequence[int]) -> dict[str, Any]:
-        """What `show` prints as evidence: the run's Pareto-set scores, against the champion's
-        on the same events, and how much of the Pareto set the candidate was scored on."""
-        common = self._common(version, champion, pareto)
-        return {
-            "run_id": self.run_id,
-            "judge_version": self.judge.version,
-            "pareto_mean": round(self._mean_on(version, pareto), 4),
-            "champion_mean": round(self._mean_on(champion, common), 4),
-            "pareto_scored": len(self.evaluator.scores.get(version, {}).keys() & set(pareto)),
-            "pareto_size": len(pareto),
-            "n": len(common),
-        }
-
-    def _perfect(self, pareto: Sequence[int]) -> bool:
-        """Some candidate scores the maximum on every Pareto instance: nothing can beat it."""
-        return any(
-            all(e in scored and scored[e].score >= PERFECT for e in pareto)
-            for version, scored in self.evaluator.scores.items()
-            if version in self.pool
-        )
-
-    def _common(self, a: int, b: int, events: Sequence[int]) -> list[int]:
-        mine, theirs = self.evaluator.scores.get(a, {}), self.evaluator.scores.get(b, {})
-        return [e for e in events if e in mine and e in theirs]
 
     def _summarise(self, report: RunReport, pareto: Sequence[int]) -> None:
         frontier = self._frontier(pareto)
         report.frontier = sorted(frontier.wins)
         report.metric_calls = self.guard.spend.metric_calls
-        report.cost_usd = self._total_cost()
-        report.champion_score = self._mean_on(report.champion_version, pareto)
-        means = {v: self._mean_on(v, pareto) for v in self.pool if self.evaluator.scores.get(v)}
-        report.best_version = max(means, key=lambda v: (means[v], -v))
-        report.best_score = means[report.best_version]
-
-
-def _changed_component(candidate: Candidate, pool: dict[int, Candidate]) -> str:
-    """Which component this candidate changed from its first parent (or `seed`)."""
-    if not candidate.parents or candidate.parents[0] not in pool:
-        return "seed"
-    parent = pool[candidate.parents[0]].components
-    changed = [name for name, text in candidate.components.items() if parent.get(name) != text]
-    return ", ".join(sorted(changed)) or "nothing"
+        report.cost_usd = self.gateway.ledger.cost_usd()
+        report.champion_score = mean_score(self._table(report.champion_version, pareto))
+        means = {
+            v: mean_score(self._table(v, pareto))
+            for v in self.population.pool
+            if self._table(v, pareto)
+        }
+        if means:
+            report.best_version = max(means, key=lambda v: (means[v], -v))
+            report.best_score = means[report.best_version]

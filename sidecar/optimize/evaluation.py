@@ -1,6 +1,8 @@
-"""Paying for evaluations, once: a metric call runs a candidate's task on one event and has the
-judge score the output. Every evaluation is cached in the store under the judge version, calls
-start only when the budget allows them, and what they cost is charged to the run's guard."""
+"""Paying for evaluations, once: a metric call replays a candidate's task on one event's inputs
+and has the judge score the output. Every version, the champion included, is scored this one
+way (like for like: production's live judgments never stand in for a replay). Evaluations are
+cached in the store under the task path and judge versions, calls start only when the budget
+allows them, and what they cost is charged to the run's guard."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from sidecar.judge.judge import Judge
 from sidecar.judge.verdict import InvalidReply
 from sidecar.llm.gateway import Gateway
 from sidecar.optimize.budget import BudgetGuard
-from sidecar.optimize.task import render_task
+from sidecar.optimize.task import render_task, task_version
 from sidecar.settings import PromptSpec
 from sidecar.store.candidates import Instance, Scored, cached_evaluations, store_evaluations
 from sidecar.store.tables import Candidate
@@ -37,6 +39,8 @@ class Evaluator:
         self.judge = judge
         self.spec = spec
         self.guard = guard
+        task = gateway.roles["task"]
+        self.key = (task_version(task.model, task.api_base, spec.task), judge.version)
         self.instances: dict[int, Instance] = {}
         self.scores: dict[int, dict[int, Scored]] = {}
         self.run_id: int | None = None
@@ -74,19 +78,17 @@ class Evaluator:
             )
         return paid
 
-    async def keep(
-        self, candidate: Candidate, scored: dict[int, Scored], run_id: int | None
-    ) -> None:
-        """Know these evaluations and cache them (`run_id` None: they were not paid for)."""
+    async def keep(self, candidate: Candidate, scored: dict[int, Scored]) -> None:
+        """Know these evaluations (paid for in this run) and cache them."""
         self.scores.setdefault(candidate.version, {}).update(scored)
         assert candidate.id is not None
         await asyncio.to_thread(
             store_evaluations,
             self.db,
             candidate.id,
-            self.judge.version,
+            self.key,
             scored,
-            run_id,
+            self.run_id,
             datetime.now(UTC),
         )
 
@@ -97,11 +99,9 @@ class Evaluator:
         if missing:
             assert candidate.id is not None
             cached = await asyncio.to_thread(
-                cached_evaluations, self.db, [candidate.id], missing, self.judge.version
+                cached_evaluations, self.db, [candidate.id], missing, *self.key
             )
             known.update({event: scored for (_, event), scored in cached.items()})
             unpaid = [event for event in missing if event not in known]
-            await self.keep(
-                candidate, await self.pay(dict(candidate.components), unpaid), self.run_id
-            )
+            await self.keep(candidate, await self.pay(dict(candidate.components), unpaid))
         return {event: known[event] for event in events if event in known}

@@ -2,11 +2,12 @@
 
 For every instance (a stored event in the Pareto set) the front is the set of candidates whose
 score is within `epsilon` of the best score on it: judge noise makes a 0.81 and a 0.80 a tie,
-not a win. A candidate is on the frontier if it is in some instance's front; among those, one
-whose set of won instances is a strict subset of another's is dominated and pruned (an equal set
-is kept: two different edits that are equally good are what merge combines). Parents are then
-drawn with weight = instances won, so a candidate that is best on many instances is tried often
-while niche specialists survive.
+not a win. A candidate in some instance's front is a contender. Contenders are then pruned,
+weakest mean first: one whose every won instance is also won by another contender still kept is
+dominated (a strict subset of another's wins, or a clone of a stronger candidate, or wins that
+several others jointly cover). Parents are drawn with weight = instances won, so a candidate
+best on many instances is tried often while niche specialists survive, and clones do not skew
+the draw. Merge looks at all contenders: two equally good edits are what it combines.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ Scores = Mapping[int, Mapping[int, float]]
 
 @dataclass(frozen=True)
 class Frontier:
-    """Who wins what: `fronts[i]` are the candidates tied best on instance i; `wins[c]` the
-    instances a kept (non-dominated) candidate wins."""
+    """Who wins what: `fronts[i]` are the kept candidates tied best on instance i; `wins[c]`
+    the instances a kept (non-dominated) candidate wins; `contenders` every candidate tied best
+    somewhere before pruning."""
 
     fronts: dict[int, frozenset[int]]
     wins: dict[int, frozenset[int]]
+    contenders: frozenset[int] = frozenset()
 
     @property
     def candidates(self) -> list[int]:
@@ -57,27 +60,30 @@ def fronts(scores: Scores, epsilon: float = 0.0) -> dict[int, frozenset[int]]:
 
 
 def pareto_frontier(scores: Scores, epsilon: float = 0.0) -> Frontier:
-    """The frontier with dominated candidates pruned. Candidates that win exactly the same
-    instances are all kept: equally good by different edits, they are what merge combines."""
+    """The frontier with dominated candidates pruned, weakest mean (then newest) first: a
+    candidate goes when every instance it wins is also won by another candidate still kept."""
     by_instance = fronts(scores, epsilon)
     won: dict[int, set[int]] = {}
     for instance, members in by_instance.items():
         for candidate in members:
             won.setdefault(candidate, set()).add(instance)
-
-    kept: dict[int, frozenset[int]] = {}
-    for candidate, instances in won.items():
-        dominated = any(
-            other != candidate and instances < other_instances
-            for other, other_instances in won.items()
+    kept = set(won)
+    for candidate in sorted(won, key=lambda c: (mean_score(scores[c]), -c)):
+        covered = all(
+            any(other != candidate and other in kept for other in by_instance[instance])
+            for instance in won[candidate]
         )
-        if not dominated:
-            kept[candidate] = frozenset(instances)
+        if covered:
+            kept.discard(candidate)
     pruned = {
         instance: frozenset(c for c in members if c in kept)
         for instance, members in by_instance.items()
     }
-    return Frontier(fronts=pruned, wins=kept)
+    return Frontier(
+        fronts=pruned,
+        wins={c: frozenset(won[c]) for c in kept},
+        contenders=frozenset(won),
+    )
 
 
 def sample_parent(frontier: Frontier, rng: random.Random) -> int:

@@ -1,6 +1,7 @@
-"""Traffic is data, not instructions. A proposed prompt that copies a long span of user text
-(it may carry someone's data, or an injected instruction) or adds an instruction that appears
-only in traffic gets a flag, shown with the candidate, so a person looks twice before approving.
+"""Traffic is data, not instructions. A proposal that copies a long span of user text (it may
+carry someone's data, or an injected instruction) is refused before it is scored; one that adds
+a shorter instruction found only in traffic gets a flag, shown with the candidate, and is never
+bred from nor proposed, so a person looks twice before it goes anywhere.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ def _normal(text: str) -> str:
 
 
 def copied_span(
-    candidate: str, traffic: Iterable[str], length: int = COPY_SPAN_CHARS
+    candidate: str, traffic: Iterable[str], length: int = COPY_SPAN_CHARS, already: str = ""
 ) -> str | None:
     """The first span of at least `length` characters of some traffic text found verbatim
-    (case and spacing aside) in `candidate`, or None."""
+    (case and spacing aside) in `candidate` and not `already` in its parent's text, or None."""
     text = _normal(candidate)
     if len(text) < length:
         return None
+    before = _normal(already)
     shingles = {text[i : i + length] for i in range(len(text) - length + 1)}
+    shingles = {shingle for shingle in shingles if shingle not in before}
     for source in traffic:
         other = _normal(source)
         for i in range(len(other) - length + 1):

@@ -4,6 +4,8 @@ Braces that name neither are left as they are, so prompts may contain JSON examp
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -30,3 +32,12 @@ def render_task(
         {"role": str(message["role"]), "content": _fill(str(message["content"]), values)}
         for message in template
     ]
+
+
+def task_version(model: str, api_base: str | None, task: Mapping[str, Any] | None) -> str:
+    """`<model>#<12 hex>` over everything that changes what a replay answers: the task model,
+    where it is served, and the task template. Half of an evaluation's cache key."""
+    path = json.dumps(
+        {"model": model, "api_base": api_base, "task": task}, sort_keys=True, default=str
+    )
+    return f"{model[:110]}#{hashlib.sha256(path.encode()).hexdigest()[:12]}"

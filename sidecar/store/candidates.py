@@ -97,9 +97,13 @@ def latest_frontier(engine: Engine, prompt_name: str) -> list[int]:
 
 
 def cached_evaluations(
-    engine: Engine, candidate_ids: Iterable[int], event_ids: Iterable[int], judge_version: str
+    engine: Engine,
+    candidate_ids: Iterable[int],
+    event_ids: Iterable[int],
+    task_version: str,
+    judge_version: str,
 ) -> dict[tuple[int, int], Scored]:
-    """(candidate id, event row id) → what was already paid for under this judge version."""
+    """(candidate id, event row id) → what was already paid for on this task path and judge."""
     candidates, events = list(candidate_ids), list(event_ids)
     if not candidates or not events:
         return {}
@@ -112,6 +116,7 @@ def cached_evaluations(
     ).where(
         Evaluation.candidate_id.in_(candidates),  # type: ignore[attr-defined]
         Evaluation.event_row_id.in_(events),  # type: ignore[attr-defined]
+        Evaluation.task_version == task_version,
         Evaluation.judge_version == judge_version,
     )
     with transaction(engine) as connection:
@@ -124,18 +129,21 @@ def cached_evaluations(
 def store_evaluations(
     engine: Engine,
     candidate_id: int,
-    judge_version: str,
+    key: tuple[str, str],
     scored: dict[int, Scored],
     run_id: int | None,
     now: datetime,
 ) -> None:
-    """Add evaluations to the cache; one already there is kept (it was paid for first)."""
+    """Add evaluations to the cache under `key` (task version, judge version); one already
+    there is kept (it was paid for first)."""
     if not scored:
         return
+    task_version, judge_version = key
     rows = [
         {
             "candidate_id": candidate_id,
             "event_row_id": event,
+            "task_version": task_version,
             "judge_version": judge_version,
             "run_id": run_id,
             "output": result.output,
@@ -150,7 +158,7 @@ def store_evaluations(
             dialect_insert(connection)(Evaluation)
             .values(rows)
             .on_conflict_do_nothing(
-                index_elements=["candidate_id", "event_row_id", "judge_version"]
+                index_elements=["candidate_id", "event_row_id", "task_version", "judge_version"]
             )
         )
 
@@ -260,18 +268,30 @@ def record_attempt(engine: Engine, attempt: MutationAttempt) -> None:
         )
 
 
-def attempts_from(engine: Engine, prompt_name: str, parent_version: int) -> list[MutationAttempt]:
-    """Every proposal made from this parent, oldest first."""
+def recent_rejections(
+    engine: Engine, prompt_name: str, parent_version: int, limit: int
+) -> list[MutationAttempt]:
+    """The last `limit` distinct proposals from this parent that were scored and lost, refused
+    before scoring, or repeated a known text, newest first: what the next reflection on it
+    should not repeat. Failed replies (nothing usable came back) teach nothing: left out."""
     query = (
         select(MutationAttempt)
         .where(
             MutationAttempt.prompt_name == prompt_name,
             MutationAttempt.parent_version == parent_version,
+            MutationAttempt.outcome.in_(("rejected", "refused", "duplicate")),  # type: ignore[attr-defined]
         )
-        .order_by(MutationAttempt.id)  # type: ignore[arg-type]
+        .order_by(MutationAttempt.id.desc())  # type: ignore[union-attr]
+        .limit(limit * 4)
     )
     with transaction(engine) as connection:
-        return [MutationAttempt.model_validate(row._mapping) for row in connection.execute(query)]
+        rows = [MutationAttempt.model_validate(row._mapping) for row in connection.execute(query)]
+    distinct: dict[str, MutationAttempt] = {}
+    for row in rows:
+        if row.outcome == "rejected" and row.child_score is None:
+            continue
+        distinct.setdefault(row.text or row.summary, row)
+    return list(distinct.values())[:limit]
 
 
 def mark_proposed(
@@ -304,15 +324,17 @@ def mark_proposed(
 
 
 def candidate_means(
-    engine: Engine, prompt_name: str, judge_version: str
+    engine: Engine, prompt_name: str, judge_version: str, task_version: str | None = None
 ) -> dict[int, tuple[float, int]]:
-    """Version → (mean evaluated score, evaluations) under this judge version."""
+    """Version → (mean evaluated score, evaluations) under this judge (and task path, if given)."""
     query = (
         select(Candidate.version, func.avg(Evaluation.score), func.count(Evaluation.id))
         .join(Evaluation, Evaluation.candidate_id == Candidate.id)  # type: ignore[arg-type]
         .where(Candidate.prompt_name == prompt_name, Evaluation.judge_version == judge_version)
         .group_by(Candidate.version)
     )
+    if task_version is not None:
+        query = query.where(Evaluation.task_version == task_version)
     with transaction(engine) as connection:
         return {
             int(version): (float(mean), int(n)) for version, mean, n in connection.execute(query)

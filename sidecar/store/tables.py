@@ -116,14 +116,19 @@ class Candidate(SQLModel, table=True):
 
 
 class Evaluation(SQLModel, table=True):
-    """A candidate's output and judged score on one event: the cache that is never paid twice."""
+    """A candidate's replayed output and judged score on one event: the cache that is never paid
+    twice. Its key is everything that changes the score: the candidate, the event, the task path
+    (`task_version`: task model, api_base, template) and the judge (`judge_version`)."""
 
     __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("candidate_id", "event_row_id", "judge_version"),)
+    __table_args__ = (
+        UniqueConstraint("candidate_id", "event_row_id", "task_version", "judge_version"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     candidate_id: int = Field(foreign_key="candidates.id", index=True)
     event_row_id: int = Field(foreign_key="events.id")
+    task_version: str = Field(max_length=128)
     judge_version: str = Field(max_length=128)
     run_id: int | None = Field(default=None, foreign_key="optimization_runs.id")
     output: str = Field(sa_column=Column(Text, nullable=False))

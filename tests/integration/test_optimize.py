@@ -67,10 +67,11 @@ def test_a_run_climbs_from_the_seed_and_proposes_what_beats_it(
     [run] = rows(world, RunRow)
     assert (run.status, run.metric_calls) == ("finished", report.metric_calls)
     assert run.frontier == report.frontier
-    # the champion's evaluations are its live outputs, never paid for
+    # the champion was replayed and judged like every other version, on the whole Pareto set
     champion = versions[1]
-    free = [e for e in rows(world, Evaluation) if e.candidate_id == champion.id]
-    assert len(free) == 24 and all(e.run_id is None for e in free)
+    replays = [e for e in rows(world, Evaluation) if e.candidate_id == champion.id]
+    assert len(replays) >= report.pareto_size
+    assert all(e.run_id == report.run_id for e in replays)
 
 
 def test_a_warm_run_reuses_the_frontier_and_the_cache(world: Engine, llm_server: LlmServer) -> None:
@@ -89,21 +90,28 @@ def test_a_warm_run_reuses_the_frontier_and_the_cache(world: Engine, llm_server:
 
 def test_the_budget_is_a_hard_cap(world: Engine, llm_server: LlmServer) -> None:
     settings = world_settings(llm_server.api_base)
-    budget = Budget(max_metric_calls=7, max_usd=1.0, max_seconds=60, patience=50)
+    # the champion's 12 Pareto replays, its minibatch and the child's, then 4 more
+    budget = Budget(max_metric_calls=22, max_usd=1.0, max_seconds=60, patience=50)
     report = asyncio.run(OptimizationRun(world, settings, SPEC, budget=budget, seed=1).execute())
-    assert report.metric_calls <= 7
+    assert report.metric_calls <= 22
     assert report.stop_reason == "metric_calls"
     task_calls = sum(
         1 for body in llm_server.bodies if body["messages"][-1]["content"] in QUESTIONS
     )
-    assert task_calls <= 7
+    assert task_calls <= 22
     # the first child won its minibatch, then the budget ran out while scoring it on the
-    # Pareto set: it is kept, and says on how much of the set it was scored
+    # Pareto set: it is kept, says on how much of the set it was scored, and is not proposed
     [child] = report.new_versions
     assert report.partial == {child: f"scored on 4 of {report.pareto_size}"}
-    evidence = candidates_of(world, "customer-care")[child].evidence
-    assert evidence is not None
-    assert (evidence["pareto_scored"], evidence["pareto_size"]) == (4, report.pareto_size)
+    assert report.proposed == []
+    candidate = candidates_of(world, "customer-care")[child]
+    assert candidate.status == "pool" and candidate.evidence is not None
+    assert (candidate.evidence["pareto_scored"], candidate.evidence["pareto_size"]) == (
+        4,
+        report.pareto_size,
+    )
+    assert candidate.evidence["partial"] is True
+    assert "partial evidence: scored on 4 of 12" in candidate.evidence["verdict"]
 
 
 def test_too_little_judged_traffic_is_a_clear_error(

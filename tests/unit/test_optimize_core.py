@@ -56,11 +56,24 @@ def test_a_candidate_winning_a_subset_of_anothers_instances_is_pruned() -> None:
     assert frontier.fronts[10] == {1}
 
 
-def test_equal_win_sets_are_all_kept_for_merge() -> None:
+def test_a_clone_is_pruned_but_stays_a_contender_for_merge() -> None:
     tied = {1: {10: 0.5, 11: 0.5}, 2: {10: 0.5, 11: 0.5}, 3: {10: 0.1, 11: 0.1}}
     frontier = pareto_frontier(tied)
+    assert set(frontier.wins) == {1}  # the newer of two equals adds nothing to draw from
+    assert frontier.fronts == {10: {1}, 11: {1}}
+    assert frontier.contenders == {1, 2}
+
+
+def test_wins_that_others_jointly_cover_are_pruned() -> None:
+    scores = {
+        1: {10: 1.0, 11: 1.0, 12: 0.0},
+        2: {10: 0.0, 11: 1.0, 12: 1.0},
+        3: {10: 1.0, 11: 0.0, 12: 1.0},  # each of its wins is someone else's too
+        4: {10: 0.5, 11: 1.0, 12: 0.5},  # wins 11 only: covered by 1 and 2
+    }
+    frontier = pareto_frontier(scores)
     assert set(frontier.wins) == {1, 2}
-    assert frontier.fronts == {10: {1, 2}, 11: {1, 2}}
+    assert all(frontier.fronts[instance] for instance in (10, 11, 12))
 
 
 def test_unscored_instances_are_not_won() -> None:
@@ -80,12 +93,12 @@ def test_frontier_invariants(scores: dict[int, dict[int, float]], epsilon: float
         assert members <= all_fronts[instance]
         best = max(per[instance] for per in scores.values() if instance in per)
         assert all(scores[c][instance] >= best - epsilon for c in members)
-    # no kept candidate is dominated (a strict subset) by another kept one
+    # no kept candidate is dominated: each wins some instance no other kept candidate wins
     for a, wins_a in frontier.wins.items():
         assert wins_a
-        for b, wins_b in frontier.wins.items():
-            if a != b:
-                assert not wins_a < wins_b
+        others = set().union(*(w for b, w in frontier.wins.items() if b != a))
+        assert not wins_a <= others
+    assert set(frontier.wins) <= frontier.contenders == {c for m in all_fronts.values() for c in m}
     # a candidate that is the only one within epsilon of the best somewhere is kept
     for members in all_fronts.values():
         if len(members) == 1:
