@@ -30,7 +30,12 @@ from sidecar.optimize.evaluation import Evaluator
 from sidecar.optimize.evidence import paired_evidence, proposal_verdict
 from sidecar.optimize.frontier import Frontier, mean_score, pareto_frontier, sample_parent
 from sidecar.optimize.reflection import Proposer
-from sidecar.optimize.selection import MinibatchSampler, next_component, split_instances
+from sidecar.optimize.selection import (
+    MinibatchSampler,
+    next_component,
+    pareto_fraction,
+    split_instances,
+)
 from sidecar.settings import PromptSpec, Settings
 from sidecar.store.candidates import (
     Instance,
@@ -211,10 +216,11 @@ class OptimizationRun:
 
     async def _start(self, window: list[Instance]) -> tuple[Candidate, list[int], list[int]]:
         """(champion, feedback set, Pareto set), with the pool scored on the Pareto set."""
+        fraction = pareto_fraction(
+            self.settings.optimize_pareto_fraction, len(window), self.guard.budget.max_metric_calls
+        )
         feedback, pareto = split_instances(
-            [(i.row_id, i.segment) for i in window],
-            self.settings.optimize_pareto_fraction,
-            self.rng,
+            [(i.row_id, i.segment) for i in window], fraction, self.rng
         )
         everyone = await asyncio.to_thread(candidates_of, self.db, self.spec.name)
         active = [c for c in everyone.values() if c.status == "active"]

@@ -65,3 +65,18 @@ def split_instances(
         pareto.extend(members[:cut])
         feedback.extend(members[cut:])
     return sorted(feedback), sorted(pareto)
+
+
+PARETO_SHARE = 10
+"""A Pareto set holds at most 1/PARETO_SHARE of a run's metric calls, so a run can afford to
+score about that many candidates on it."""
+
+
+def pareto_fraction(configured: float, window: int, max_metric_calls: int) -> float:
+    """The share of the window to compare candidates on: the configured fraction, but never more
+    events than a tenth of the budget (and at least two, where the window has more than that).
+    Events it leaves out go to the feedback set, to learn from."""
+    affordable = max(2, max_metric_calls // PARETO_SHARE)
+    if window <= 2 or affordable >= configured * window:
+        return configured
+    return min(configured, max(affordable / window, 1 / window))

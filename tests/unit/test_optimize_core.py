@@ -13,7 +13,12 @@ from sidecar.optimize.acceptance import accept
 from sidecar.optimize.budget import Budget, BudgetGuard
 from sidecar.optimize.frontier import fronts, pareto_frontier, sample_parent
 from sidecar.optimize.merge import ancestors, common_ancestor, merged_components
-from sidecar.optimize.selection import MinibatchSampler, next_component, split_instances
+from sidecar.optimize.selection import (
+    MinibatchSampler,
+    next_component,
+    pareto_fraction,
+    split_instances,
+)
 
 score_values = st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.75, 0.8, 0.81, 0.9, 1.0])
 score_tables = st.dictionaries(
@@ -304,3 +309,14 @@ def test_budgets_must_be_positive() -> None:
         Budget(max_metric_calls=0, max_usd=1.0, max_seconds=1)
     with pytest.raises(ValueError):
         Budget(max_metric_calls=1, max_usd=1.0, max_seconds=0)
+
+
+def test_a_pareto_set_takes_at_most_a_tenth_of_the_budget() -> None:
+    assert pareto_fraction(0.5, 48, 500) == 0.5  # 24 events fit in 50 calls
+    assert pareto_fraction(0.5, 48, 100) == pytest.approx(10 / 48)
+    assert pareto_fraction(0.5, 48, 7) == pytest.approx(2 / 48)  # never fewer than two
+    assert pareto_fraction(0.5, 2, 7) == 0.5
+    feedback, pareto = split_instances(
+        [(i, None) for i in range(48)], pareto_fraction(0.5, 48, 100), random.Random(1)
+    )
+    assert (len(pareto), len(feedback)) == (10, 38)
