@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
 from sidecar.judge.judge import Judge, judge_for
 from sidecar.llm.gateway import Gateway, load_litellm
 from sidecar.optimize.engine import OptimizationRun
@@ -39,12 +41,16 @@ Questions = list[tuple[str, str]]
 
 @dataclass
 class Outcome:
-    """One run: what it paid (metric calls) and how good its best candidate is on held-out
-    questions; `notes` says how it got there (stop reason, iterations, ...)."""
+    """One run: what it paid (metric calls) and its best candidate (how good it is on held-out
+    questions is `hidden`); `notes` says how it got there (stop reason, iterations, ...)."""
 
     paid_calls: int
-    hidden: float
+    best: dict[str, str]
     notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hidden(self) -> float:
+        return hidden_score(self.best)
 
 
 class Server:
@@ -79,31 +85,36 @@ class OursInWorld:
         self.settings = hard_settings(api_base, **overrides)
         self.seed = seed
         self.world = HardWorld(seed=seed + 1000)  # judges live traffic, as production's judge
-        self.db = create_database_engine(f"sqlite:///{directory / 'store.db'}")
-        migrate(self.db)
+        self.url = f"sqlite:///{directory / 'store.db'}"
+        self.db: Engine | None = None
 
     def cold(self, questions: Questions, budget: int, traffic_seed: int) -> Outcome:
-        seed_hard_world(self.db, self.world, self.settings, questions, traffic_seed)
-        return self._run(budget)
+        self.db = db = create_database_engine(self.url)
+        migrate(db)
+        seed_hard_world(db, self.world, self.settings, questions, traffic_seed)
+        return self._run(db, budget)
 
     def warm(self, questions: Questions, budget: int, traffic_seed: int) -> Outcome:
+        if self.db is None:
+            raise RuntimeError("a warm run needs the store of a cold run")
         store_traffic(self.db, self.world, self.settings, questions, traffic_seed)
-        return self._run(budget)
+        return self._run(self.db, budget)
 
-    def _run(self, budget: int) -> Outcome:
+    def _run(self, db: Engine, budget: int) -> Outcome:
         settings = self.settings.model_copy(update={"run_max_metric_calls": budget})
-        run = OptimizationRun(self.db, settings, HARD_SPEC, seed=self.seed)
+        run = OptimizationRun(db, settings, HARD_SPEC, seed=self.seed)
         report = asyncio.run(run.execute())
-        best = candidates_of(self.db, HARD_SPEC.name)[report.best_version].components
+        best = candidates_of(db, HARD_SPEC.name)[report.best_version].components
         notes = {
             key: getattr(report, key, None)
             for key in ("stop_reason", "iterations", "new_versions", "proposed", "frontier")
         }
         notes["best_version"] = report.best_version
-        return Outcome(report.metric_calls, hidden_score(best), notes)
+        return Outcome(report.metric_calls, dict(best), notes)
 
     def close(self) -> None:
-        self.db.dispose()
+        if self.db is not None:
+            self.db.dispose()
 
 
 def _evaluate_all(
@@ -198,4 +209,4 @@ def gepa_run(api_base: str, questions: Questions, budget: int, seed: int) -> Out
     best = result.best_candidate
     components = best if isinstance(best, dict) else {"system_prompt": str(best)}
     notes = {"candidates": len(result.candidates), "best_idx": result.best_idx}
-    return Outcome(int(result.total_metric_calls or 0), hidden_score(components), notes)
+    return Outcome(int(result.total_metric_calls or 0), dict(components), notes)

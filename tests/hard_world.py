@@ -319,8 +319,8 @@ def edits_for(text: str, evidence: str) -> list[Edit]:
 
 
 def choose_edit(text: str, evidence: str) -> Edit:
-    """The most asked-for edit not already tried and rejected (a rejected always-fact becomes
-    its conditional version); with nothing asked for, a harmless rewording."""
+    """The most asked-for edit not already tried and rejected from this text (a rejected
+    always-fact becomes its conditional version); with none left, a harmless rewording."""
     rejected = "\n".join(_REJECTED.findall(evidence))
     edits = []
     for edit in edits_for(text, evidence):
@@ -328,11 +328,12 @@ def choose_edit(text: str, evidence: str) -> Edit:
             if edit.sentence == item.always and item.always in rejected:
                 new = edit.text.replace(item.always, item.conditional)
                 edit = Edit(item.conditional, new, edit.votes, edit.rank)
-        edits.append(edit)
+        if edit.sentence not in rejected:
+            edits.append(edit)
     if not edits:
         new = text if NEUTRAL in text else f"{text} {NEUTRAL}"
         return Edit(NEUTRAL, new, 0, 0)
-    return max(edits, key=lambda e: (e.sentence not in rejected, e.votes, -e.rank))
+    return max(edits, key=lambda e: (e.votes, -e.rank))
 
 
 def planted_sentences(evidence: str) -> list[str]:

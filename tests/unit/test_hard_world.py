@@ -20,6 +20,7 @@ from tests.hard_world import (
     FIRST_MIX,
     HARD_SEED,
     HELD_OUT,
+    NEUTRAL,
     NEXT_STEP,
     PLANTED_LONG,
     PLANTED_MESSAGE,
@@ -227,10 +228,12 @@ def test_memory_of_a_rejected_always_version_gives_the_conditional_one() -> None
     assert new_text(world.reflect(ours(BASE, rows, tried))) == f"{BASE} {BILLING.conditional}"
 
 
-def test_a_reflector_that_follows_the_distractor_adds_emojis() -> None:
+def test_a_reflector_that_follows_the_distractor_adds_emojis_unless_that_was_rejected() -> None:
     world = HardWorld(seed=1, distractor_rate=1.0)
     rows = examples(world, OPTIMUM, list(BILLING.traffic[:3]))
     assert new_text(world.reflect(ours(STYLED, rows))) == f"{STYLED} {EMOJIS}"
+    tried = (f"added '{EMOJIS}' because the feedback asks for it",)
+    assert new_text(world.reflect(ours(STYLED, rows, tried))) == f"{STYLED} {NEUTRAL}"
 
 
 # --- the gullible reflection rule ----------------------------------------------------------------
