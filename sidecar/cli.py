@@ -242,6 +242,11 @@ def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None
         f"({report.pareto_size} events); best v{report.best_version} {report.best_score:.3f}\n"
         f"frontier {', '.join(f'v{v}' for v in report.frontier)}; "
         f"proposed {', '.join(f'v{v}' for v in report.proposed) or 'none'}"
+        + (
+            f"\nheld back (flagged, see `show`): {', '.join(f'v{v}' for v in report.held_back)}"
+            if report.held_back
+            else ""
+        )
     )
 
 
@@ -279,14 +284,18 @@ def _views(settings: Settings, prompt: str | None) -> tuple[str, dict[int, Any],
     """(prompt name, candidates by version, their mean scores) for the reading commands."""
     from sidecar.judge.judge import judge_for
     from sidecar.llm.gateway import Gateway
+    from sidecar.optimize.task import task_version
     from sidecar.store.candidates import candidate_means, candidates_of
 
     spec = _required_spec(settings, prompt)
-    judge_version = judge_for(Gateway(settings), spec).version
+    gateway = Gateway(settings)
+    judge_version = judge_for(gateway, spec).version
+    task = gateway.roles["task"]
+    replays = task_version(task.model, task.api_base, spec.task)
     engine = _database(settings)
     try:
         candidates = candidates_of(engine, spec.name)
-        means = candidate_means(engine, spec.name, judge_version)
+        means = candidate_means(engine, spec.name, judge_version, replays)
     finally:
         engine.dispose()
     return spec.name, candidates, means
