@@ -5,6 +5,8 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
+RELIABILITY_ROUNDS ?= 5
+RELIABILITY_TESTS := tests/integration/test_crash.py tests/integration/test_outages.py
 
 .PHONY: install demo test test-fast lint bench reliability clean
 
@@ -13,7 +15,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(BIN)/gepa-sidecar: $(UV) uv.lock pyproject.toml
-	$(UV) sync --frozen --all-extras
+	$(UV) sync --frozen --all-extras --compile-bytecode
 	@touch $@
 
 install: $(BIN)/gepa-sidecar ## create .venv from uv.lock
@@ -28,6 +30,15 @@ lint: install
 
 test: install lint ## the whole suite: unit, integration (real broker, SQLite, PostgreSQL, HTTP)
 	$(BIN)/pytest -q
+
+test-fast: install ## the unit tests only, no lint: seconds, for the edit-test loop
+	$(BIN)/pytest -q tests/unit
+
+reliability: install ## the crash and outage tests, RELIABILITY_ROUNDS times; stops at a failure
+	@for round in $$(seq 1 $(RELIABILITY_ROUNDS)); do \
+		echo "reliability round $$round of $(RELIABILITY_ROUNDS)"; \
+		$(BIN)/pytest -q $(RELIABILITY_TESTS) || exit 1; \
+	done
 
 bench: install ## benchmarks, each printing one JSON line
 	$(BIN)/python bench/ingest.py

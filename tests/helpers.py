@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import uuid
@@ -16,15 +17,26 @@ from sidecar.events import ConsumedEvent, TrafficEvent
 from sidecar.metrics import PREFIX, Metrics
 from sidecar.settings import Settings, load_settings
 
+TIMEOUT_FACTOR = float(os.environ.get("SIDECAR_TEST_TIMEOUT_FACTOR", "3"))
+"""Every deadline in the tests is a base (generous on an idle laptop) times this factor. They
+guard against hangs; none asserts speed. Raise it on a slow or busy machine."""
+
+
+def scaled(seconds: float) -> float:
+    """A test deadline: `seconds` times TIMEOUT_FACTOR."""
+    return seconds * TIMEOUT_FACTOR
+
 
 def wait_until(
     condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
 ) -> None:
-    """Poll until `condition()` holds; fail the test with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll until `condition()` holds; fail the test with `what` after `scaled(timeout)`
+    seconds."""
+    limit = scaled(timeout)
+    deadline = time.monotonic() + limit
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {limit:g}s waiting for {what}")
         time.sleep(0.05)
 
 
@@ -82,13 +94,14 @@ def produce(
 
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
-    """Read `expected` records from every partition of `topic`, by manual assignment."""
+    """Read `expected` records from every partition of `topic`, by manual assignment, for at
+    most `scaled(timeout)` seconds."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     records: list[Any] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while len(records) < expected and time.monotonic() < deadline:
         for batch in consumer.poll(timeout_ms=200).values():
             records.extend(batch)

@@ -11,6 +11,7 @@ import pytest
 from sidecar.errors import BrokerError
 from sidecar.runtime.broker import EmbeddedBroker
 from sidecar.runtime.child import ChildFailed, ChildProcess
+from tests.helpers import scaled
 
 
 def python(code: str) -> list[str]:
@@ -20,7 +21,7 @@ def python(code: str) -> list[str]:
 def test_a_child_that_exits_at_start_fails_with_its_last_line() -> None:
     child = ChildProcess(python("import sys; print('first'); print('disk full'); sys.exit(3)"))
     with pytest.raises(ChildFailed, match=r"exited with code 3 at start: first \| disk full$"):
-        child.start(lambda: False, 30)
+        child.start(lambda: False, scaled(30))
     assert not child.running
     assert child.exit_code == 3
     child.close()
@@ -41,7 +42,7 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None
         "print('up', flush=True); time.sleep(60)"
     )
     child = ChildProcess(python(stubborn), grace_s=0.5)
-    child.start(lambda: child.tail() == "up", 30)
+    child.start(lambda: child.tail() == "up", scaled(30))
     assert child.running
     child.stop()
     assert child.exit_code == -signal.SIGKILL

@@ -7,10 +7,12 @@ import os
 import pty
 import queue
 import random
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,13 +24,15 @@ from sidecar.events import ConsumedEvent, TrafficEvent
 from sidecar.runtime.broker import free_port
 from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import seed_prompt, store_events
-from tests.helpers import encode, make_event
+from tests.helpers import encode, make_event, scaled
 from tests.llm_server import LlmServer
 from tests.world import seed_world, world_environment
 
-COMMAND_TIMEOUT_S = 60
-BROKER_READY_S = 40
-BROKER_EXIT_S = 20
+# Deadlock guards, not speed limits: a cold `optimize` (importing litellm) took 15 s idle and
+# 36.5 s on a busy 2-core machine.
+COMMAND_TIMEOUT_S = scaled(60)
+BROKER_READY_S = scaled(40)
+BROKER_EXIT_S = scaled(20)
 EVENT_KEYS = {"accepted", "sampled_out", "invalid", "duplicate", "judged", "judge_errors"}
 OPTIMIZATION_KEYS = {"runs", "metric_calls", "cost_usd"}
 
@@ -232,7 +236,9 @@ def test_broker_serves_the_sidecar_topics_and_stops_on_sigterm(
             seen.append(lines.get(timeout=BROKER_READY_S))
         except queue.Empty:
             pytest.fail(f"no {expected!r} within {BROKER_READY_S}s; stdout: {seen}")
-    admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=10_000)
+    admin = KafkaAdminClient(
+        bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=int(scaled(10_000))
+    )
     try:
         names = set(admin.list_topics())
     finally:
@@ -388,32 +394,60 @@ def test_optimize_without_judged_traffic_says_so(tmp_path: Path, llm_server: Llm
     )
 
 
+def drain_until_closed(
+    process: subprocess.Popen[bytes], terminal: int, timeout: float
+) -> tuple[bytes, bytes]:
+    """Read the pty's master side and the child's stdout while the child runs, until both are
+    closed (EIO on the master once no process holds the child side, EOF on the pipe). A child
+    writing to a pty that nobody reads blocks once the pty's buffer is full."""
+    assert process.stdout is not None
+    stdout = process.stdout.fileno()
+    read: dict[int, bytearray] = {terminal: bytearray(), stdout: bytearray()}
+    still_open = {terminal, stdout}
+    deadline = time.monotonic() + timeout
+    while still_open:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"the child's output was not closed within {timeout:g}s")
+        ready, _, _ = select.select(sorted(still_open), [], [], remaining)
+        for fd in ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the pty's child side is closed and everything was read
+                chunk = b""
+            if chunk:
+                read[fd] += chunk
+            else:
+                still_open.discard(fd)
+    return bytes(read[terminal]), bytes(read[stdout])
+
+
 def test_optimize_on_a_terminal_draws_a_progress_bar(tmp_path: Path, llm_server: LlmServer) -> None:
     env = world_database(tmp_path, llm_server)
     terminal, child_side = pty.openpty()
-    result = subprocess.run(
-        [sys.executable, "-m", "sidecar", "optimize"],
-        cwd=tmp_path,
-        env=environment(**env, COLUMNS="160"),
-        stdout=subprocess.PIPE,
-        stderr=child_side,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
-    os.close(child_side)
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(terminal, 65536)
-        except OSError:  # EIO: the child side is closed and everything was read
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    os.close(terminal)
-    assert result.returncode == 0, drawn.decode(errors="replace")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "optimize"],
+            cwd=tmp_path,
+            env=environment(**env, COLUMNS="160"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=child_side,
+        )
+    finally:
+        os.close(child_side)  # the child holds its own copy: EIO comes when it exits
+    try:
+        drawn, printed = drain_until_closed(process, terminal, COMMAND_TIMEOUT_S)
+        returncode = process.wait(timeout=COMMAND_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+        os.close(terminal)
     screen = drawn.decode(errors="replace")
+    assert returncode == 0, screen
     assert "optimizing" in screen and "metric calls" in screen and "frontier" in screen
     assert "iteration" not in screen  # the bar replaces the log lines
-    assert "proposed v" in result.stdout
+    assert "proposed v" in printed.decode()

@@ -49,7 +49,9 @@ def served() -> Iterator[Served]:
     checks, metrics = Checks(), Metrics()
     server = HttpServer(create_api(checks, metrics.registry), "127.0.0.1", 0).start()
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{server.port}", timeout=helpers.scaled(10)
+        ) as client:
             yield Served(checks, metrics, client)
     finally:
         server.stop()
@@ -131,7 +133,9 @@ def test_app_consumes_and_counts(kafka_bootstrap: str, topics: Topics, sqlite_ur
     try:
         helpers.wait_until(lambda: app.http is not None, 30, "the HTTP server")
         assert app.http is not None
-        with httpx.Client(base_url=f"http://127.0.0.1:{app.http.port}", timeout=10) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{app.http.port}", timeout=helpers.scaled(10)
+        ) as client:
             helpers.wait_until(lambda: client.get("/readyz").status_code == 200, 60, "/readyz 200")
             rng = random.Random(20)
             events = [helpers.make_event(rng) for _ in range(20)]
@@ -157,7 +161,7 @@ def test_app_consumes_and_counts(kafka_bootstrap: str, topics: Topics, sqlite_ur
             helpers.wait_until(lambda: lag() == {"0": 0.0, "1": 0.0}, 30, "zero lag per partition")
     finally:
         app.stop()
-        thread.join(timeout=30)
+        thread.join(timeout=helpers.scaled(30))
     assert not thread.is_alive()
 
 
@@ -173,7 +177,9 @@ def test_candidates_and_versions_are_served_with_their_flags(
     )
     server = HttpServer(create_api(Checks(), Metrics().registry, engine), "127.0.0.1", 0).start()
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{server.port}", timeout=helpers.scaled(10)
+        ) as client:
             listed = client.get("/v1/prompts/customer-care/candidates").json()
             assert [(c["version"], c["status"]) for c in listed] == [(1, "active"), (2, "pool")]
             pooled = client.get("/v1/prompts/customer-care/candidates", params={"status": "pool"})

@@ -22,7 +22,15 @@ from sidecar.metrics import Metrics
 from sidecar.settings import Settings
 from sidecar.store.repository import count_stored_events, ingest_totals, stored_event_ids
 from tests.conftest import Topics
-from tests.helpers import encode, make_event, produce, read_all, sidecar_settings, wait_until
+from tests.helpers import (
+    encode,
+    make_event,
+    produce,
+    read_all,
+    scaled,
+    sidecar_settings,
+    wait_until,
+)
 
 RNG_SEED = 20261125
 
@@ -78,7 +86,7 @@ class Running:
 
     def __exit__(self, *_: object) -> None:
         self.consumer.stop()
-        self.thread.join(timeout=60)
+        self.thread.join(timeout=scaled(60))
         assert not self.thread.is_alive(), "consumer did not stop"
 
     def counted(self, outcome: str) -> float:

@@ -32,6 +32,7 @@ from tests.helpers import (
     make_event,
     metric_value,
     produce,
+    scaled,
     sidecar_settings,
     wait_until,
 )
@@ -259,7 +260,9 @@ def test_the_app_judges_what_it_consumes(
         keys = [event["event_id"].encode() for event in events]
         produce(kafka_bootstrap, topics.traffic, map(encode, events), keys)
         wait_until(lambda: status_summary(app.engine)["events"]["judged"] == 12, 60, "12 judged")
-        with httpx.Client(base_url=f"http://127.0.0.1:{app.http.port}", timeout=10) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{app.http.port}", timeout=scaled(10)
+        ) as client:
             ready = client.get("/readyz").json()
             metrics = client.get("/metrics").text
         assert ready["checks"]["judge"] is True
@@ -268,5 +271,5 @@ def test_the_app_judges_what_it_consumes(
         assert 'gepa_sidecar_llm_tokens_total{role="judge",type="prompt"}' in metrics
     finally:
         app.stop()
-        thread.join(30)
+        thread.join(scaled(30))
     assert not thread.is_alive()

@@ -1,8 +1,9 @@
 """The embedded local model: a real llama.cpp child process, reached through our gateway.
 
-The slow test runs the bundled SmolLM2-135M judge end to end and checks structure only (a model
-this small judges only directionally). The fast ones check that a bad model path fails at once,
-in one line, and leaves no child process behind.
+The `slow` test runs the bundled SmolLM2-135M judge end to end and checks structure only (a
+model this small judges only directionally); it takes seconds, and `make test` runs it. The
+fast ones check that a bad model path fails at once, in one line, and leaves no child process
+behind.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from sidecar.errors import ConfigError, LlmError
 from sidecar.runtime.local_model import LocalModelServer
+from tests.helpers import scaled
 
 REPLIES = (
     (
@@ -93,11 +95,12 @@ def test_bundled_model_judges_replies_through_the_gateway() -> None:
     started = time.monotonic()
     with LocalModelServer() as server:
         startup_s = time.monotonic() - started
-        with urllib.request.urlopen(server.api_base.removesuffix("/v1") + "/health") as health:
+        health_url = server.api_base.removesuffix("/v1") + "/health"
+        with urllib.request.urlopen(health_url, timeout=scaled(10)) as health:
             assert health.status == 200
 
         settings = load_settings(
-            judge_model="openai/local", judge_api_base=server.api_base, llm_timeout_s=60
+            judge_model="openai/local", judge_api_base=server.api_base, llm_timeout_s=scaled(60)
         )
         judge = Judge(Gateway(settings), DEFAULT_RUBRIC)
 

@@ -19,7 +19,15 @@ from sidecar.runtime.broker import EmbeddedBroker, free_port
 from sidecar.runtime.kafka import ensure_topics
 from sidecar.store.repository import count_stored_events, ingest_totals
 from tests.conftest import Topics
-from tests.helpers import encode, make_event, produce, read_all, sidecar_settings, wait_until
+from tests.helpers import (
+    encode,
+    make_event,
+    produce,
+    read_all,
+    scaled,
+    sidecar_settings,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -40,7 +48,7 @@ def start(
 
 def stop(consumer: TrafficConsumer, thread: threading.Thread) -> None:
     consumer.stop()
-    thread.join(timeout=60)
+    thread.join(timeout=scaled(60))
     assert not thread.is_alive(), "consumer did not stop"
 
 
@@ -65,7 +73,7 @@ def test_database_outage_is_retried_until_it_is_back(
     rng = random.Random(5)
     consumer, thread = start(settings)
     try:
-        assert consumer.wait_assigned(30)
+        assert consumer.wait_assigned(scaled(30))
         events_table(engine, "events", "events_away")
         produce(kafka_bootstrap, topics.traffic, [encode(make_event(rng)) for _ in range(50)])
         wait_until(lambda: store_failures(caplog) >= 2, what="the store to fail and be retried")
@@ -93,7 +101,7 @@ def test_stop_during_a_database_outage_commits_nothing_and_loses_nothing(
     settings = sidecar_settings(kafka_bootstrap, topics, postgres_url, ingest_batch_size=10)
     rng = random.Random(6)
     consumer, thread = start(settings)
-    assert consumer.wait_assigned(30)
+    assert consumer.wait_assigned(scaled(30))
     events_table(engine, "events", "events_away")
     produce(kafka_bootstrap, topics.traffic, [encode(make_event(rng)) for _ in range(30)])
     wait_until(lambda: store_failures(caplog) >= 1, what="the store to fail")
@@ -162,7 +170,7 @@ def test_a_blocked_database_pauses_the_partitions_and_loses_nothing(
     consumer, thread = start(settings, metrics)
     rng = random.Random(9)
     try:
-        assert consumer.wait_assigned(30)
+        assert consumer.wait_assigned(scaled(30))
         with engine.connect() as locker:
             locker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
             produce(kafka_bootstrap, topics.traffic, [encode(make_event(rng)) for _ in range(200)])
