@@ -184,7 +184,12 @@ class Breeder:
         )
         if span is not None:
             attempt.outcome = "refused"
-            attempt.summary += f" (refused unscored: it copies user text verbatim: {span!r})"
+            # the reply's own change line may quote that traffic: the summary the next
+            # reflection reads says only what went wrong (the proposal stays in `text`)
+            attempt.summary = (
+                f"refused unscored: it copied {len(span)}+ characters of user text verbatim "
+                "into the instruction; never copy what users wrote"
+            )
             return True
         same = population.same_text(child)
         if same is not None:

@@ -230,6 +230,7 @@ class OptimizationRun:
         last = await asyncio.to_thread(latest_frontier, self.db, self.spec.name)
         versions = warm_pool(everyone, last, champion.version, self.settings.optimize_warm_pool)
         self.population = Population(pool={v: everyone[v] for v in versions}, known=everyone)
+        await self.evaluator.recall([c.id for c in everyone.values() if c.id is not None])
         for version in versions:  # the champion first: without it nothing can be compared
             await self.evaluator.scores_for(everyone[version], pareto)
         return champion, feedback, pareto

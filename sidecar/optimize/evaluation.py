@@ -2,7 +2,12 @@
 and has the judge score the output. Every version, the champion included, is scored this one
 way (like for like: production's live judgments never stand in for a replay). Evaluations are
 cached in the store under the task path and judge versions, calls start only when the budget
-allows them, and what they cost is charged to the run's guard."""
+allows them, and what they cost is charged to the run's guard.
+
+An output already judged on the same event is not judged again: the same words to the same
+question get the same verdict, so a child that leaves a reply unchanged ties its parent there
+exactly, instead of by the luck of the judge's noise (and the judge call is saved).
+"""
 
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ class Evaluator:
         self.key = (task_version(task.model, task.api_base, spec.task), judge.version)
         self.instances: dict[int, Instance] = {}
         self.scores: dict[int, dict[int, Scored]] = {}
+        self.verdicts: dict[tuple[int, str], Scored] = {}  # (event, output) -> its judgment
         self.run_id: int | None = None
 
     def _metric_spend(self) -> float:
@@ -52,11 +58,28 @@ class Evaluator:
         messages = render_task(self.spec.task, components, instance.inputs)
         try:
             completion = await self.gateway.complete("task", messages)
+            known = self.verdicts.get((instance.row_id, completion.text))
+            if known is not None:
+                return known
             verdict = await self.judge.score(instance.inputs, completion.text)
         except (LlmError, InvalidReply) as exc:
             log.warning("evaluation on event %d failed: %s", instance.row_id, exc)
             return None
         return Scored(completion.text, verdict.score, verdict.feedback)
+
+    async def recall(self, candidate_ids: Sequence[int]) -> None:
+        """Learn every verdict already paid for on the window's events (by any of these
+        candidates, in any run), so an output judged before is not judged again."""
+        cached = await asyncio.to_thread(
+            cached_evaluations, self.db, candidate_ids, list(self.instances), *self.key
+        )
+        for (_, event), result in cached.items():
+            self.verdicts.setdefault((event, result.output), result)
+
+    def _know(self, version: int, scored: dict[int, Scored]) -> None:
+        self.scores.setdefault(version, {}).update(scored)
+        for event, result in scored.items():
+            self.verdicts.setdefault((event, result.output), result)
 
     async def pay(self, components: dict[str, str], events: Sequence[int]) -> dict[int, Scored]:
         """Evaluate on as many of `events` as the budget allows (in order; the guard may let the
@@ -80,7 +103,7 @@ class Evaluator:
 
     async def keep(self, candidate: Candidate, scored: dict[int, Scored]) -> None:
         """Know these evaluations (paid for in this run) and cache them."""
-        self.scores.setdefault(candidate.version, {}).update(scored)
+        self._know(candidate.version, scored)
         assert candidate.id is not None
         await asyncio.to_thread(
             store_evaluations,
@@ -101,7 +124,7 @@ class Evaluator:
             cached = await asyncio.to_thread(
                 cached_evaluations, self.db, [candidate.id], missing, *self.key
             )
-            known.update({event: scored for (_, event), scored in cached.items()})
+            self._know(candidate.version, {event: s for (_, event), s in cached.items()})
             unpaid = [event for event in missing if event not in known]
             await self.keep(candidate, await self.pay(dict(candidate.components), unpaid))
         return {event: known[event] for event in events if event in known}

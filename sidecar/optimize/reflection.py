@@ -120,7 +120,7 @@ def _history(lineage: Sequence[LineageNote], rejected: Sequence[LineageNote]) ->
     parts = []
     if lineage:
         lines = [
-            f"- v{note.version} changed `{note.component}`: {note.summary}"
+            f"- v{note.version} changed `{note.component}`: {redact(note.summary)}"
             + (f" (mean score {note.score:.2f})" if note.score is not None else "")
             for note in lineage
         ]
@@ -131,7 +131,7 @@ def _history(lineage: Sequence[LineageNote], rejected: Sequence[LineageNote]) ->
             "the same examples, or was refused (the reason is in its summary). Do not repeat "
             "these:"
         )
-        parts.append(heading + "\n" + "\n".join(f"- {note.summary}" for note in rejected))
+        parts.append(heading + "\n" + "\n".join(f"- {redact(note.summary)}" for note in rejected))
     return parts
 
 

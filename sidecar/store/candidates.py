@@ -22,6 +22,8 @@ from sidecar.store.tables import (
     OptimizationRun,
 )
 
+IN_CHUNK = 500
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -103,27 +105,34 @@ def cached_evaluations(
     task_version: str,
     judge_version: str,
 ) -> dict[tuple[int, int], Scored]:
-    """(candidate id, event row id) → what was already paid for on this task path and judge."""
+    """(candidate id, event row id) → what was already paid for on this task path and judge.
+    Events are asked for in chunks: a window may hold more than a database takes parameters."""
     candidates, events = list(candidate_ids), list(event_ids)
-    if not candidates or not events:
-        return {}
-    query = select(
+    found: dict[tuple[int, int], Scored] = {}
+    if not candidates:
+        return found
+    columns = (
         Evaluation.candidate_id,
         Evaluation.event_row_id,
         Evaluation.output,
         Evaluation.score,
         Evaluation.feedback,
-    ).where(
-        Evaluation.candidate_id.in_(candidates),  # type: ignore[attr-defined]
-        Evaluation.event_row_id.in_(events),  # type: ignore[attr-defined]
-        Evaluation.task_version == task_version,
-        Evaluation.judge_version == judge_version,
     )
     with transaction(engine) as connection:
-        return {
-            (candidate, event): Scored(output, score, feedback or "")
-            for candidate, event, output, score, feedback in connection.execute(query)
-        }
+        for start in range(0, len(events), IN_CHUNK):
+            query = select(
+                *columns
+            ).where(
+                Evaluation.candidate_id.in_(candidates),  # type: ignore[attr-defined]
+                Evaluation.event_row_id.in_(events[start : start + IN_CHUNK]),  # type: ignore[attr-defined]
+                Evaluation.task_version == task_version,
+                Evaluation.judge_version == judge_version,
+            )
+            found.update(
+                ((candidate, event), Scored(output, score, feedback or ""))
+                for candidate, event, output, score, feedback in connection.execute(query)
+            )
+    return found
 
 
 def store_evaluations(

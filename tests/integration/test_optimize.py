@@ -90,7 +90,7 @@ def test_a_warm_run_reuses_the_frontier_and_the_cache(world: Engine, llm_server:
 
 def test_the_budget_is_a_hard_cap(world: Engine, llm_server: LlmServer) -> None:
     settings = world_settings(llm_server.api_base)
-    # 25 calls: a Pareto set of 2 events (a tenth of the budget); the champion's 2 replays,
+    # 25 calls: a Pareto set of 2 events (its smallest); the champion's 2 replays,
     # then per fix 3 + 3 minibatch calls and 2 on the Pareto set; the third fix runs out there
     budget = Budget(max_metric_calls=25, max_usd=1.0, max_seconds=60, patience=50)
     report = asyncio.run(OptimizationRun(world, settings, SPEC, budget=budget, seed=1).execute())
@@ -101,7 +101,7 @@ def test_the_budget_is_a_hard_cap(world: Engine, llm_server: LlmServer) -> None:
     assert task_calls == 25
     # the last child won its minibatch, then the budget ran out while scoring it on the Pareto
     # set: it is kept, says on how much of the set it was scored, and is not proposed
-    first, second, last = report.new_versions
+    _, second, last = report.new_versions
     assert report.partial == {last: "scored on 1 of 2"}
     assert report.proposed == [second]
     candidate = candidates_of(world, "customer-care")[last]

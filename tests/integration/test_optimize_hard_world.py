@@ -1,0 +1,75 @@
+"""The optimizer in the hard world (tests/hard_world.py): a noisy judge, two components,
+segment facts that help one segment and hurt the others, distractor feedback, traffic whose mix
+shifts between runs. A CI-sized slice of bench/optimize_parity.py: no run crashes, an unchanged
+reply is never judged twice, warm runs on shifted traffic start from what the last one found."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Engine, select
+
+from sidecar.optimize.budget import Budget
+from sidecar.optimize.engine import OptimizationRun
+from sidecar.store.candidates import candidates_of
+from sidecar.store.repository import transaction
+from sidecar.store.tables import Evaluation
+from tests.hard_world import (
+    FIRST_MIX,
+    HARD_SPEC,
+    SHIFTED_MIX,
+    HardWorld,
+    hard_settings,
+    hidden_score,
+    seed_hard_world,
+    store_traffic,
+    traffic_questions,
+)
+from tests.llm_server import LlmServer
+
+
+def judge_calls(server: LlmServer) -> int:
+    return sum(1 for body in server.bodies if "<output>" in body["messages"][-1]["content"])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_runs_climb_and_warm_runs_on_shifted_traffic_keep_what_was_found(
+    seed: int, sqlite_url: str, migrated_engine: Callable[[str], Engine]
+) -> None:
+    engine = migrated_engine(sqlite_url)
+    with LlmServer(world=HardWorld(seed=seed)) as server:
+        settings = hard_settings(server.api_base, optimize_patience=10)
+        seed_hard_world(
+            engine, server.world, settings, traffic_questions(48, FIRST_MIX, seed), seed
+        )
+        budget = Budget(max_metric_calls=200, max_usd=1.0, max_seconds=600, patience=10)
+        judged_before = judge_calls(server)
+        cold = asyncio.run(OptimizationRun(engine, settings, HARD_SPEC, budget, seed).execute())
+        judged = judge_calls(server) - judged_before
+        store_traffic(
+            engine,
+            server.world,
+            settings,
+            traffic_questions(40, SHIFTED_MIX, seed + 100),
+            seed + 100,
+        )
+        warm = asyncio.run(OptimizationRun(engine, settings, HARD_SPEC, budget, seed).execute())
+    versions = candidates_of(engine, HARD_SPEC.name)
+    best = hidden_score(versions[cold.best_version].components)
+    assert best > hidden_score(versions[1].components) + 0.3
+    assert cold.proposed and warm.proposed
+    # the warm run starts from the frontier the cold one left: never worse than it on held-out
+    assert hidden_score(versions[warm.best_version].components) >= best
+    # an output already judged on an event is never judged again: it keeps one verdict
+    with transaction(engine) as connection:
+        rows = connection.execute(
+            select(Evaluation.event_row_id, Evaluation.output, Evaluation.score)
+        ).all()
+    verdicts: dict[tuple[int, str], set[float]] = defaultdict(set)
+    for event, output, score in rows:
+        verdicts[(event, output)].add(score)
+    assert all(len(scores) == 1 for scores in verdicts.values())
+    assert judged < cold.metric_calls  # the same reply on the same event: no judge call
