@@ -16,9 +16,17 @@ from sqlalchemy import Engine, select, update
 
 from sidecar.optimize.engine import OptimizationRun
 from sidecar.settings import PromptSpec
-from sidecar.store.candidates import candidates_of, finish_run, insert_candidate, start_run
+from sidecar.store.candidates import (
+    Scored,
+    cached_evaluations,
+    candidates_of,
+    finish_run,
+    insert_candidate,
+    start_run,
+    store_evaluations,
+)
 from sidecar.store.repository import seed_prompt, transaction
-from sidecar.store.tables import Candidate, Evaluation, MutationAttempt
+from sidecar.store.tables import Candidate, Evaluation, Event, MutationAttempt
 from tests.llm_server import LlmServer, SimpleWorld, task_reply
 from tests.world import QUESTIONS, SEED, SPEC, live_traffic, world_settings
 
@@ -232,3 +240,20 @@ def test_planted_instructions_never_leave_only_flagged_candidates_proposed(
     assert all(PLANTED_LONG not in c.components["system_prompt"] for c in versions.values())
     for refused in (a for a in attempts if a.outcome == "refused"):
         assert refused.child_score is None and "copies user text verbatim" in refused.summary
+
+
+def test_the_cache_answers_for_a_window_asked_for_in_chunks(
+    database_url: str, migrated_engine: Callable[[str], Engine], llm_server: LlmServer
+) -> None:
+    engine = migrated_engine(database_url)
+    seed_prompt(engine, "customer-care", dict(SPEC.seed), datetime.now(UTC))
+    live_traffic(engine, llm_server, 1300)  # asked for in chunks of IN_CHUNK
+    with transaction(engine) as connection:
+        events = [row[0] for row in connection.execute(select(Event.id))]
+    champion = candidates_of(engine, "customer-care")[1]
+    assert champion.id is not None
+    scored = {event: Scored(f"reply {event}", 0.5, "fine") for event in events}
+    store_evaluations(engine, champion.id, ("task#1", "judge#1"), scored, None, datetime.now(UTC))
+    found = cached_evaluations(engine, [champion.id], events, "task#1", "judge#1")
+    assert len(found) == 1300 and found[(champion.id, events[-1])] == scored[events[-1]]
+    assert cached_evaluations(engine, [champion.id], events, "task#2", "judge#1") == {}
