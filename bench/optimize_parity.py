@@ -37,7 +37,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.parity_runs import OursInWorld, Outcome, Server, gepa_run
-from tests.hard_world import FIRST_MIX, HARD_SEED, SHIFTED_MIX, hidden_score, traffic_questions
+from tests.hard_traffic import traffic_questions
+from tests.hard_world import FIRST_MIX, HARD_SEED, SHIFTED_MIX, hidden_score
 
 Row = dict[str, Any]
 

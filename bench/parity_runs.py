@@ -25,15 +25,8 @@ from sidecar.optimize.engine import OptimizationRun
 from sidecar.optimize.task import render_task
 from sidecar.store.candidates import candidates_of
 from sidecar.store.database import create_database_engine, migrate
-from tests.hard_world import (
-    HARD_SEED,
-    HARD_SPEC,
-    HardWorld,
-    hard_settings,
-    hidden_score,
-    seed_hard_world,
-    store_traffic,
-)
+from tests.hard_traffic import hard_settings, seed_hard_world, store_traffic
+from tests.hard_world import HARD_SEED, HARD_SPEC, HardWorld, hidden_score
 
 ROOT = Path(__file__).resolve().parent.parent
 Questions = list[tuple[str, str]]

@@ -17,17 +17,8 @@ from sidecar.optimize.engine import OptimizationRun
 from sidecar.store.candidates import candidates_of
 from sidecar.store.repository import transaction
 from sidecar.store.tables import Evaluation
-from tests.hard_world import (
-    FIRST_MIX,
-    HARD_SPEC,
-    SHIFTED_MIX,
-    HardWorld,
-    hard_settings,
-    hidden_score,
-    seed_hard_world,
-    store_traffic,
-    traffic_questions,
-)
+from tests.hard_traffic import hard_settings, seed_hard_world, store_traffic, traffic_questions
+from tests.hard_world import FIRST_MIX, HARD_SPEC, SHIFTED_MIX, HardWorld, hidden_score
 from tests.llm_server import LlmServer
 
 

@@ -13,6 +13,7 @@ import pytest
 from gepa.strategies.instruction_proposal import InstructionProposalSignature
 
 from sidecar.optimize.reflection import LineageNote, ReflectionExample, reflection_messages
+from tests.hard_traffic import traffic_questions
 from tests.hard_world import (
     BY_NAME,
     DISTRACTOR,
@@ -35,7 +36,6 @@ from tests.hard_world import (
     render_system,
     segment_of,
     task_reply,
-    traffic_questions,
 )
 from tests.hard_world import hidden_score as hidden
 
