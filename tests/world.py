@@ -38,6 +38,20 @@ SPEC = PromptSpec(
     },
     judge=JudgeBlock(rubric=RUBRIC),
 )
+
+# the same world with a second component, which the task template appends to the system prompt
+TWO_PART = SPEC.model_copy(
+    update={
+        "seed": {"system_prompt": SEED, "closing": "Be brief."},
+        "task": {
+            "messages": [
+                {"role": "system", "content": "{system_prompt} {closing}"},
+                {"role": "user", "content": "{user_message}"},
+            ]
+        },
+    }
+)
+
 QUESTIONS = ["Where is my order?", "Why was I charged twice?", "How do I return a jacket?"]
 
 

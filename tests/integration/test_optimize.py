@@ -19,7 +19,7 @@ from sidecar.store.repository import seed_prompt, transaction
 from sidecar.store.tables import AuditEntry, Evaluation, MutationAttempt
 from sidecar.store.tables import OptimizationRun as RunRow
 from tests.llm_server import LlmServer
-from tests.world import QUESTIONS, SEED, SPEC, live_traffic, seed_world, world_settings
+from tests.world import QUESTIONS, SEED, SPEC, TWO_PART, live_traffic, seed_world, world_settings
 
 
 @pytest.fixture
@@ -151,20 +151,9 @@ def test_usd_across_task_judge_and_reflection_is_a_hard_cap(
 def test_equally_good_edits_of_different_components_are_merged(
     sqlite_url: str, migrated_engine: Callable[[str], Engine], llm_server: LlmServer
 ) -> None:
-    two_part = SPEC.model_copy(
-        update={
-            "seed": {"system_prompt": SEED, "closing": "Be brief."},
-            "task": {
-                "messages": [
-                    {"role": "system", "content": "{system_prompt} {closing}"},
-                    {"role": "user", "content": "{user_message}"},
-                ]
-            },
-        }
-    )
     engine = migrated_engine(sqlite_url)
     now = datetime.now(UTC)
-    seed_prompt(engine, "customer-care", dict(two_part.seed), now)
+    seed_prompt(engine, "customer-care", dict(TWO_PART.seed), now)
     live_traffic(engine, llm_server, 24)
     thanks = {"system_prompt": f"{SEED} Thank the customer warmly.", "closing": "Be brief."}
     answers = {"system_prompt": SEED, "closing": "Answer the customer's exact question."}
@@ -173,7 +162,7 @@ def test_equally_good_edits_of_different_components_are_merged(
     earlier = start_run(engine, "customer-care", {}, now)  # the frontier a past run left
     finish_run(engine, earlier, "finished", 0, 0.0, [2, 3], now)
     settings = world_settings(llm_server.api_base, optimize_merge_every=1, optimize_patience=2)
-    report = asyncio.run(OptimizationRun(engine, settings, two_part, seed=1).execute())
+    report = asyncio.run(OptimizationRun(engine, settings, TWO_PART, seed=1).execute())
     versions = candidates_of(engine, "customer-care")
     [merged] = [c for c in versions.values() if sorted(c.parents) == [2, 3]]
     assert merged.components == {

@@ -28,19 +28,8 @@ from sidecar.store.candidates import (
 from sidecar.store.repository import seed_prompt, transaction
 from sidecar.store.tables import Candidate, Evaluation, Event, MutationAttempt
 from tests.llm_server import LlmServer, SimpleWorld, task_reply
-from tests.world import QUESTIONS, SEED, SPEC, live_traffic, world_settings
+from tests.world import QUESTIONS, SEED, SPEC, TWO_PART, live_traffic, world_settings
 
-TWO_PART = SPEC.model_copy(
-    update={
-        "seed": {"system_prompt": SEED, "closing": "Be brief."},
-        "task": {
-            "messages": [
-                {"role": "system", "content": "{system_prompt} {closing}"},
-                {"role": "user", "content": "{user_message}"},
-            ]
-        },
-    }
-)
 THANKS = " Thank the customer warmly."
 NEXT_STEP = " Always end by naming the next step."
 
