@@ -284,18 +284,16 @@ def _views(settings: Settings, prompt: str | None) -> tuple[str, dict[int, Any],
     """(prompt name, candidates by version, their mean scores) for the reading commands."""
     from sidecar.judge.judge import judge_for
     from sidecar.llm.gateway import Gateway
-    from sidecar.optimize.task import task_version
+    from sidecar.optimize.evaluation import evaluation_key
     from sidecar.store.candidates import candidate_means, candidates_of
 
     spec = _required_spec(settings, prompt)
     gateway = Gateway(settings)
-    judge_version = judge_for(gateway, spec).version
-    task = gateway.roles["task"]
-    replays = task_version(task.model, task.api_base, spec.task)
+    key = evaluation_key(gateway, judge_for(gateway, spec), spec)
     engine = _database(settings)
     try:
         candidates = candidates_of(engine, spec.name)
-        means = candidate_means(engine, spec.name, judge_version, replays)
+        means = candidate_means(engine, spec.name, key)
     finally:
         engine.dispose()
     return spec.name, candidates, means

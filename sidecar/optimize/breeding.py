@@ -84,7 +84,7 @@ class Breeder:
             notes.append(
                 LineageNote(
                     current,
-                    changed_component(candidate, population.known),
+                    _changed_component(candidate, population.known),
                     candidate.mutation_summary or "seed",
                     sum(on_pareto) / len(on_pareto) if on_pareto else None,
                 )
@@ -270,7 +270,7 @@ def _table(scored: dict[int, Scored]) -> dict[int, float]:
     return {event: s.score for event, s in scored.items()}
 
 
-def changed_component(candidate: Candidate, known: dict[int, Candidate]) -> str:
+def _changed_component(candidate: Candidate, known: dict[int, Candidate]) -> str:
     """Which component this candidate changed from its first parent (or `seed`)."""
     if not candidate.parents or candidate.parents[0] not in known:
         return "seed"

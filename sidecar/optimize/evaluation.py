@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 METRIC_ROLES = ("task", "judge")
 
 
+def evaluation_key(gateway: Gateway, judge: Judge, spec: PromptSpec) -> tuple[str, str]:
+    """(task version, judge version): what an evaluation is cached under besides its candidate
+    and event; the one way to compute it, so the optimizer and the CLI read the same cache."""
+    task = gateway.roles["task"]
+    return task_version(task.model, task.api_base, spec.task), judge.version
+
+
 class Evaluator:
     """`scores` is everything this run knows: version → event row → evaluation."""
 
@@ -44,8 +51,7 @@ class Evaluator:
         self.judge = judge
         self.spec = spec
         self.guard = guard
-        task = gateway.roles["task"]
-        self.key = (task_version(task.model, task.api_base, spec.task), judge.version)
+        self.key = evaluation_key(gateway, judge, spec)
         self.instances: dict[int, Instance] = {}
         self.scores: dict[int, dict[int, Scored]] = {}
         self.verdicts: dict[tuple[int, str], Scored] = {}  # (event, output) -> its judgment
@@ -71,7 +77,7 @@ class Evaluator:
         """Learn every verdict already paid for on the window's events (by any of these
         candidates, in any run), so an output judged before is not judged again."""
         cached = await asyncio.to_thread(
-            cached_evaluations, self.db, candidate_ids, list(self.instances), *self.key
+            cached_evaluations, self.db, candidate_ids, list(self.instances), self.key
         )
         for (_, event), result in cached.items():
             self.verdicts.setdefault((event, result.output), result)
@@ -122,7 +128,7 @@ class Evaluator:
         if missing:
             assert candidate.id is not None
             cached = await asyncio.to_thread(
-                cached_evaluations, self.db, [candidate.id], missing, *self.key
+                cached_evaluations, self.db, [candidate.id], missing, self.key
             )
             self._know(candidate.version, {event: s for (_, event), s in cached.items()})
             unpaid = [event for event in missing if event not in known]

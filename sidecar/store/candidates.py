@@ -102,11 +102,12 @@ def cached_evaluations(
     engine: Engine,
     candidate_ids: Iterable[int],
     event_ids: Iterable[int],
-    task_version: str,
-    judge_version: str,
+    key: tuple[str, str],
 ) -> dict[tuple[int, int], Scored]:
-    """(candidate id, event row id) → what was already paid for on this task path and judge.
-    Events are asked for in chunks: a window may hold more than a database takes parameters."""
+    """(candidate id, event row id) → what was already paid for under `key` (task version, judge
+    version). Events are asked for in chunks: a window may hold more than a database takes
+    parameters."""
+    task_version, judge_version = key
     candidates, events = list(candidate_ids), list(event_ids)
     found: dict[tuple[int, int], Scored] = {}
     if not candidates:
@@ -333,17 +334,20 @@ def mark_proposed(
 
 
 def candidate_means(
-    engine: Engine, prompt_name: str, judge_version: str, task_version: str | None = None
+    engine: Engine, prompt_name: str, key: tuple[str, str]
 ) -> dict[int, tuple[float, int]]:
-    """Version → (mean evaluated score, evaluations) under this judge (and task path, if given)."""
+    """Version → (mean evaluated score, evaluations) under `key` (task version, judge version)."""
+    task_version, judge_version = key
     query = (
         select(Candidate.version, func.avg(Evaluation.score), func.count(Evaluation.id))
         .join(Evaluation, Evaluation.candidate_id == Candidate.id)  # type: ignore[arg-type]
-        .where(Candidate.prompt_name == prompt_name, Evaluation.judge_version == judge_version)
+        .where(
+            Candidate.prompt_name == prompt_name,
+            Evaluation.task_version == task_version,
+            Evaluation.judge_version == judge_version,
+        )
         .group_by(Candidate.version)
     )
-    if task_version is not None:
-        query = query.where(Evaluation.task_version == task_version)
     with transaction(engine) as connection:
         return {
             int(version): (float(mean), int(n)) for version, mean, n in connection.execute(query)

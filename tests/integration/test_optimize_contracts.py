@@ -243,6 +243,6 @@ def test_the_cache_answers_for_a_window_asked_for_in_chunks(
     assert champion.id is not None
     scored = {event: Scored(f"reply {event}", 0.5, "fine") for event in events}
     store_evaluations(engine, champion.id, ("task#1", "judge#1"), scored, None, datetime.now(UTC))
-    found = cached_evaluations(engine, [champion.id], events, "task#1", "judge#1")
+    found = cached_evaluations(engine, [champion.id], events, ("task#1", "judge#1"))
     assert len(found) == 1300 and found[(champion.id, events[-1])] == scored[events[-1]]
-    assert cached_evaluations(engine, [champion.id], events, "task#2", "judge#1") == {}
+    assert cached_evaluations(engine, [champion.id], events, ("task#2", "judge#1")) == {}
