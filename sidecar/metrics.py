@@ -86,6 +86,49 @@ class Metrics:
             ["prompt", "status"],
             registry=self.registry,
         )
+        self.active_prompt_version = Gauge(
+            PREFIX + "active_prompt_version",
+            "The version each prompt has active (published), from the store.",
+            ["prompt"],
+            registry=self.registry,
+        )
+        self.shadow_score_delta = Gauge(
+            PREFIX + "shadow_score_delta",
+            "Mean paired score of a candidate in shadow minus the champion's, same events.",
+            ["prompt", "version"],
+            registry=self.registry,
+        )
+        self.shadow_pairs = Gauge(
+            PREFIX + "shadow_pairs",
+            "Paired shadow comparisons a candidate in shadow has so far.",
+            ["prompt", "version"],
+            registry=self.registry,
+        )
+        self.shadow_passes = Counter(
+            PREFIX + "shadow_passes",
+            "Shadow evaluation passes by outcome (finished|failed|not_leader).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.publishes = Counter(
+            PREFIX + "publishes",
+            "Deliveries of an activated prompt version, by target (file|kafka|http) and outcome.",
+            ["target", "outcome"],
+            registry=self.registry,
+        )
+        self.rollbacks = Counter(
+            PREFIX + "rollbacks",
+            "Rollbacks to an earlier version, by prompt.",
+            ["prompt"],
+            registry=self.registry,
+        )
+        self.approvals = Counter(
+            PREFIX + "approvals",
+            "A person's decisions on candidates, by prompt and decision "
+            "(approved|forced|rejected).",
+            ["prompt", "decision"],
+            registry=self.registry,
+        )
         self.ingest_paused = Gauge(
             PREFIX + "ingest_paused",
             "1 while the consumer has paused its partitions because storing is behind.",

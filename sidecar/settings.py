@@ -15,11 +15,13 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sidecar.errors import ConfigError
 
 ENV_PREFIX = "SIDECAR_"
+
+PublishTarget = Literal["file", "kafka", "http"]
 
 
 class Settings(BaseSettings):
@@ -80,7 +82,22 @@ class Settings(BaseSettings):
     optimize_propose_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02
     optimize_warm_pool: Annotated[int, Field(ge=0, le=100)] = 4
 
+    shadow_schedule: str = "600"
+    shadow_candidates: Annotated[int, Field(ge=1, le=20)] = 3
+    shadow_mode: Literal["pointwise", "pairwise"] = "pointwise"
+    shadow_min_pairs: Annotated[int, Field(ge=2, le=100_000)] = 30
+    shadow_max_pairs: Annotated[int, Field(ge=2, le=100_000)] = 300
+    shadow_alpha: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
+    shadow_min_effect: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02
+    shadow_segment_delta: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    shadow_segment_min_pairs: Annotated[int, Field(ge=1)] = 10
+    shadow_deadline_hours: Annotated[float, Field(gt=0.0)] = 72.0
+    shadow_max_metric_calls: Annotated[int, Field(ge=1)] = 200
+    shadow_budget_usd: Annotated[float, Field(ge=0.0)] = 0.5
+
     publish_dir: Path = Path("./prompts")
+    publish_targets: Annotated[tuple[PublishTarget, ...], NoDecode] = ("file", "kafka", "http")
+    publish_poll_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
     admin_token: SecretStr | None = None
     http_host: str = "0.0.0.0"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
@@ -94,7 +111,22 @@ class Settings(BaseSettings):
             raise ValueError("must be lower than SIDECAR_KAFKA_SESSION_TIMEOUT_MS")
         return value
 
-    @field_validator("optimize_schedule")
+    @field_validator("publish_targets", mode="before")
+    @classmethod
+    def _targets_from_list(cls, value: object) -> object:
+        """`file,kafka` in the environment; an empty value turns publishing off."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("publish_targets")
+    @classmethod
+    def _targets_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a target twice")
+        return value
+
+    @field_validator("optimize_schedule", "shadow_schedule")
     @classmethod
     def _schedule_is_seconds_or_cron(cls, value: str) -> str:
         text = value.strip()

@@ -1,0 +1,1 @@
+"""Paired shadow evaluation of proposed candidates on fresh traffic, and the gate."""
