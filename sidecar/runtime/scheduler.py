@@ -10,44 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from sidecar.metrics import Metrics
 from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
 from sidecar.settings import PromptsConfig, Settings
 from sidecar.store.candidates import status_counts
+from sidecar.store.leadership import OPTIMIZER_LOCK, leadership
 
 log = logging.getLogger(__name__)
-
-LEADER_LOCK_KEY = 0x6E7A_5EDA  # one advisory lock id for "the optimizing replica"
-
-
-@contextmanager
-def leadership(engine: Engine) -> Iterator[bool]:
-    """True while this process holds the optimizer lock (always, on SQLite)."""
-    if engine.dialect.name != "postgresql":
-        yield True
-        return
-    with engine.connect() as connection:
-        held = bool(
-            connection.execute(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}
-            ).scalar_one()
-        )
-        try:
-            yield held
-        finally:
-            if held:
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK_KEY}
-                )
-            connection.commit()
 
 
 def trigger_for(schedule: str) -> IntervalTrigger | CronTrigger:
@@ -86,7 +61,7 @@ class OptimizeScheduler:
 
     def run_once(self) -> None:
         """One run per managed prompt, if this replica leads; never raises."""
-        with leadership(self.engine) as leader:
+        with leadership(self.engine, OPTIMIZER_LOCK) as leader:
             if not leader:
                 self.metrics.optimization_runs.labels("not_leader").inc()
                 log.info("another replica holds the optimizer lock; skipping this turn")

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
 from sidecar.metrics import Metrics
-from sidecar.runtime.scheduler import LEADER_LOCK_KEY, OptimizeScheduler, trigger_for
+from sidecar.runtime.scheduler import OptimizeScheduler, trigger_for
 from sidecar.settings import PromptsConfig
+from sidecar.store.leadership import OPTIMIZER_LOCK
 from sidecar.store.repository import seed_prompt, transaction
 from sidecar.store.tables import OptimizationRun
 from tests.helpers import metric_value, wait_until
@@ -61,11 +62,11 @@ def test_only_the_leader_optimizes(world: Engine, llm_server: LlmServer, databas
     scheduler = OptimizeScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
     other_replica = create_engine(database_url)
     with other_replica.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY})
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": OPTIMIZER_LOCK})
         scheduler.run_once()
         assert runs(world) == []
         assert metric_value(metrics, "optimization_runs_total", outcome="not_leader") == 1
-        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK_KEY})
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": OPTIMIZER_LOCK})
         connection.commit()
     other_replica.dispose()
     scheduler.run_once()
