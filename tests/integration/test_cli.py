@@ -18,15 +18,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from kafka import KafkaAdminClient
 
 from sidecar.events import ConsumedEvent, TrafficEvent
 from sidecar.runtime.broker import free_port
+from sidecar.store.candidates import insert_candidate
 from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import seed_prompt, store_events
 from tests.helpers import encode, make_event, scaled
 from tests.llm_server import LlmServer
-from tests.world import seed_world, world_environment
+from tests.world import SEED, TWO_PART, seed_world, world_environment
 
 # Deadlock guards, not speed limits: a cold `optimize` (importing litellm) took 15 s idle and
 # 36.5 s on a busy 2-core machine.
@@ -381,6 +383,55 @@ def test_reading_commands_refuse_unknown_versions_and_prompts(
     assert_one_line_error(sidecar(tmp_path, "show", "99", **env), "VERSION", "99")
     assert_one_line_error(sidecar(tmp_path, "diff", "1", "42", **env), "VERSION", "42")
     assert_one_line_error(sidecar(tmp_path, "lineage", "--prompt", "nope", **env), "--prompt")
+
+
+NEW_SYSTEM_PROMPT = f"{SEED} Always end by naming the next step."
+
+
+def two_part_database(tmp_path: Path, llm_server: LlmServer) -> dict[str, str]:
+    """TWO_PART's seed as v1 and a v2 with a new system prompt and the same closing."""
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    engine = create_database_engine(url)
+    try:
+        migrate(engine)
+        now = datetime.now(UTC)
+        seed_prompt(engine, TWO_PART.name, dict(TWO_PART.seed), now)
+        changed = {**TWO_PART.seed, "system_prompt": NEW_SYSTEM_PROMPT}
+        insert_candidate(engine, TWO_PART.name, changed, [1], None, "name the step", [], now)
+    finally:
+        engine.dispose()
+    config = tmp_path / "two_part.yaml"
+    config.write_text(yaml.safe_dump({"prompts": [TWO_PART.model_dump(exclude_none=True)]}))
+    env = world_environment(llm_server, tmp_path)
+    return {**env, "SIDECAR_CONFIG_FILE": str(config), "SIDECAR_DATABASE_URL": url}
+
+
+def test_diff_json_gives_each_component_and_the_text_is_its_sections(
+    tmp_path: Path, llm_server: LlmServer
+) -> None:
+    env = two_part_database(tmp_path, llm_server)
+    result = sidecar(tmp_path, "diff", "1", "2", "--json", **env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["prompt"], report["a"], report["b"]) == ("customer-care", 1, 2)
+    components = report["components"]
+    assert components["closing"] == {
+        "changed": False,
+        "diff": "",
+        "before": "Be brief.",
+        "after": "Be brief.",
+    }
+    system = components["system_prompt"]
+    assert (system["changed"], system["before"], system["after"]) == (True, SEED, NEW_SYSTEM_PROMPT)
+    assert system["diff"].startswith("--- v1/system_prompt\n+++ v2/system_prompt\n")
+    assert "+Always end by naming the next step." in system["diff"].splitlines()
+
+    text = sidecar(tmp_path, "diff", "1", "2", **env)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout == f"closing: unchanged\n{system['diff']}\n"
+    unknown = sidecar(tmp_path, "diff", "1", "42", "--json", **env)
+    assert_one_line_error(unknown, "VERSION", "42")
+    assert unknown.stdout == ""
 
 
 def test_optimize_without_judged_traffic_says_so(tmp_path: Path, llm_server: LlmServer) -> None:

@@ -1,0 +1,81 @@
+"""What every command shares: the `--json` and `--prompt` options, choosing the prompt, opening
+the database a running sidecar uses, logging, and stopping on a signal. Imports stay light so
+that `gepa-sidecar --help` starts quickly; each command imports its heavy parts itself."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sidecar.errors import InputError
+from sidecar.settings import PromptSpec, Settings, load_prompts_config
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+PromptOption = Annotated[
+    str | None, typer.Option("--prompt", help="Which prompt (needed when several are managed).")
+]
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kafka", "uvicorn", "alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stop_on_signals(stop: Callable[[], Any]) -> None:
+    """SIGTERM and SIGINT only ask for a stop; the loops finish their batch and close."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop())
+
+
+def prompt_spec(settings: Settings, prompt: str | None) -> PromptSpec | None:
+    """The named prompt of CONFIG_FILE, or its only prompt; None when it lists none."""
+    specs = {spec.name: spec for spec in load_prompts_config(settings.config_file).prompts}
+    if prompt is not None:
+        if prompt not in specs:
+            known = ", ".join(sorted(specs)) or "none"
+            raise InputError(f"--prompt: {prompt!r} is not in SIDECAR_CONFIG_FILE (known: {known})")
+        return specs[prompt]
+    if len(specs) > 1:
+        raise InputError(f"--prompt: several prompts are managed ({', '.join(sorted(specs))})")
+    return next(iter(specs.values()), None)
+
+
+def required_spec(settings: Settings, prompt: str | None) -> PromptSpec:
+    """As `prompt_spec`, for the commands that cannot work without a prompt."""
+    spec = prompt_spec(settings, prompt)
+    if spec is None:
+        raise InputError("SIDECAR_CONFIG_FILE: names no prompt to work on")
+    return spec
+
+
+def database(settings: Settings) -> Any:
+    """The migrated engine of an existing database (client commands never create one)."""
+    from sidecar.store.database import create_database_engine, migrate
+
+    require_database(settings)
+    engine = create_database_engine(settings.database_url)
+    migrate(engine)
+    return engine
+
+
+def require_database(settings: Settings) -> None:
+    """A client command must not create an empty SQLite file because of a typo."""
+    url = settings.database_url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise InputError(
+                f"SIDECAR_DATABASE_URL: no database at {path} (has `gepa-sidecar run` started?)"
+            )

@@ -1,0 +1,94 @@
+"""`optimize`: one GEPA run on demand, with a live bar on a terminal and a line per iteration
+in logs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+from sidecar.cli.common import JsonFlag, PromptOption, configure_logging, database, required_spec
+from sidecar.settings import load_settings
+
+
+def register(cli: typer.Typer) -> None:
+    """Adds this module's commands to `cli`, in the order `--help` lists them."""
+    cli.command()(optimize)
+
+
+def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
+    """One GEPA run now over the prompt's recent judged traffic, within the run budget."""
+    import asyncio
+
+    from sidecar.optimize.engine import OptimizationRun, RunReport
+
+    settings = load_settings()
+    spec = required_spec(settings, prompt)
+    configure_logging()
+    engine = database(settings)
+
+    def line(report: RunReport) -> None:
+        typer.echo(
+            f"iteration {report.iterations:>3}  metric calls {report.metric_calls}/"
+            f"{settings.run_max_metric_calls}  cost ${report.cost_usd:.4f}  "
+            f"best v{report.best_version} {report.best_score:.3f}  frontier {len(report.frontier)}",
+            err=True,
+        )
+
+    run = OptimizationRun(engine, settings, spec)
+    try:
+        if sys.stderr.isatty():
+            report = _with_progress_bar(run, settings.run_max_metric_calls)
+        else:  # logs (a pod, CI): one line per iteration
+            run.progress = line
+            report = asyncio.run(run.execute())
+    finally:
+        engine.dispose()
+    if json_output:
+        typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+        return
+    typer.echo(
+        f"run {report.run_id}: {report.iterations} iterations, stopped by {report.stop_reason}; "
+        f"{report.metric_calls} metric calls, ${report.cost_usd:.4f}\n"
+        f"champion v{report.champion_version} {report.champion_score:.3f} on the Pareto set "
+        f"({report.pareto_size} events); best v{report.best_version} {report.best_score:.3f}\n"
+        f"frontier {', '.join(f'v{v}' for v in report.frontier)}; "
+        f"proposed {', '.join(f'v{v}' for v in report.proposed) or 'none'}"
+        + (
+            f"\nheld back (flagged, see `show`): {', '.join(f'v{v}' for v in report.held_back)}"
+            if report.held_back
+            else ""
+        )
+    )
+
+
+def _with_progress_bar(run: Any, budget_calls: int) -> Any:
+    """Run with a live bar on stderr: metric calls against the budget, spend, best, frontier."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (
+        TextColumn("optimizing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("metric calls  ${task.fields[cost]:.4f}  best {task.fields[best]}"),
+        TextColumn("frontier {task.fields[frontier]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task("run", total=budget_calls, cost=0.0, best="-", frontier=0)
+
+        def update(report: Any) -> None:
+            bar.update(
+                task,
+                completed=report.metric_calls,
+                cost=report.cost_usd,
+                best=f"v{report.best_version} {report.best_score:.3f}",
+                frontier=len(report.frontier),
+            )
+
+        run.progress = update
+        return asyncio.run(run.execute())

@@ -1,0 +1,93 @@
+"""Commands that run the sidecar or show how it is doing: `run`, `broker`, `demo`, `status`."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sidecar.cli.common import JsonFlag, configure_logging, database, stop_on_signals
+from sidecar.settings import load_prompts_config, load_settings
+
+
+def register(cli: typer.Typer) -> None:
+    """Adds this module's commands to `cli`, in the order `--help` lists them."""
+    cli.command()(run)
+    cli.command()(broker)
+    cli.command()(demo)
+    cli.command()(status)
+
+
+def run() -> None:
+    """Run everything: consumer, judge workers, the optimize schedule, HTTP API."""
+    settings = load_settings()
+    prompts = load_prompts_config(settings.config_file)
+    from sidecar.runtime.app import App
+
+    configure_logging()
+    app = App(settings, prompts)
+    stop_on_signals(app.stop)
+    app.run()
+
+
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to listen on.")] = 9092,
+    partitions: Annotated[int, typer.Option(help="Partitions of the traffic topic.")] = 1,
+) -> None:
+    """Start the embedded Kafka-compatible broker (memory only) with the sidecar's topics."""
+    from sidecar.runtime.broker import EmbeddedBroker
+    from sidecar.runtime.kafka import ensure_topics
+
+    settings = load_settings()
+    configure_logging()
+    stopped = threading.Event()
+    stop_on_signals(stopped.set)
+    with EmbeddedBroker(port=port) as embedded:
+        servers = embedded.bootstrap_servers
+        ensure_topics(servers, [settings.traffic_topic, settings.dlq_topic], partitions)
+        ensure_topics(servers, [settings.prompts_topic], compacted=[settings.prompts_topic])
+        typer.echo(f"embedded broker listening: SIDECAR_KAFKA_BOOTSTRAP_SERVERS={servers}")
+        stopped.wait()
+
+
+def demo(
+    events: Annotated[int, typer.Option(help="How many example events to stream.")] = 40,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its database.")] = Path(
+        "demo-data"
+    ),
+) -> None:
+    """Start an embedded broker and the sidecar, stream example traffic, show what was counted."""
+    from sidecar.runtime.demo import run_demo
+
+    configure_logging()
+    run_demo(events=events, data_dir=data_dir, echo=typer.echo)
+
+
+def status(json_output: JsonFlag = False) -> None:
+    """Counts of consumed events, optimization spend, and each prompt's active version."""
+    from sidecar.store.repository import status_summary
+
+    settings = load_settings()
+    engine = database(settings)
+    summary = status_summary(engine)
+    engine.dispose()
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    typer.echo(_format_status(summary))
+
+
+def _format_status(summary: dict[str, Any]) -> str:
+    events = summary["events"]
+    optimization = summary["optimization"]
+    lines = [
+        "events     " + "  ".join(f"{name}={events[name]}" for name in sorted(events)),
+        f"optimize   runs={optimization['runs']}  metric_calls={optimization['metric_calls']}"
+        f"  cost_usd={optimization['cost_usd']:.4f}",
+    ]
+    for name, prompt in summary["prompts"].items():
+        lines.append(f"prompt     {name}  active_version={prompt['active_version']}")
+    return "\n".join(lines)
