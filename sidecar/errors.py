@@ -5,6 +5,7 @@ SidecarError
 ├── StoreError           the database refused or failed a call (SQLAlchemy errors translated)
 ├── BrokerError          the Kafka cluster or the embedded broker failed (kafka-python errors)
 ├── InputError           a CLI or API caller asked for something that is not valid
+├── PublishError         a publish target (file, topic) did not take a version; retried later
 └── LlmError             a model provider failed or refused, after the gateway's retries
 """
 
@@ -27,6 +28,10 @@ class BrokerError(SidecarError):
 
 class InputError(SidecarError):
     """A person or client asked for something invalid; the message says why."""
+
+
+class PublishError(SidecarError):
+    """A target could not be delivered to (or asked); the outbox row stays pending."""
 
 
 class LlmError(SidecarError):

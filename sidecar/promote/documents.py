@@ -1,10 +1,10 @@
-"""What a version looks like outside the sidecar: the PromptDocument every target receives, and
-DSPy's saved-program JSON for apps that `load()` a compiled program instead."""
+"""What a version looks like outside the sidecar: the PromptDocument every target receives, in
+the JSON text the file target writes (DSPy's saved-program shape is in `dspy_export.py`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sidecar.events import PromptDocument
 from sidecar.store.tables import Candidate
@@ -23,6 +23,10 @@ def document_evidence(candidate: Candidate) -> dict[str, Any] | None:
     return figures or None
 
 
+@overload
+def aware(moment: datetime) -> datetime: ...
+@overload
+def aware(moment: None) -> None: ...
 def aware(moment: datetime | None) -> datetime | None:
     """SQLite hands timestamps back without their zone; the store writes them all in UTC."""
     if moment is None or moment.tzinfo is not None:
@@ -44,3 +48,9 @@ def document_for(
         approved_at=aware(approved_at or candidate.approved_at),
         evidence=document_evidence(candidate),
     )
+
+
+def document_json(document: PromptDocument) -> str:
+    """The document as the file target writes it and `export --format json` prints it: indented
+    for people who read the file, in the schema's field order, ending with a newline."""
+    return document.model_dump_json(indent=2) + "\n"
