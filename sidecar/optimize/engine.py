@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,6 +49,7 @@ from sidecar.store.candidates import (
     set_evidence,
     start_run,
 )
+from sidecar.store.promotions import never_breed
 from sidecar.store.tables import Candidate
 
 UNBREEDABLE = frozenset({"rejected"})
@@ -94,15 +96,20 @@ def budget_from(settings: Settings) -> Budget:
 
 
 def warm_pool(
-    everyone: dict[int, Candidate], frontier: Sequence[int], champion: int, cap: int
+    everyone: dict[int, Candidate],
+    frontier: Sequence[int],
+    champion: int,
+    cap: int,
+    barred: AbstractSet[int] = frozenset(),
 ) -> list[int]:
     """The champion plus at most `cap` versions of the last frontier, best evidence first;
-    never a rejected or flagged one (it would keep breeding)."""
+    never a rejected, flagged or `barred` one (retired by a rollback: it would keep breeding)."""
     eligible = [
         v
         for v in frontier
         if v in everyone
         and v != champion
+        and v not in barred
         and everyone[v].status not in UNBREEDABLE
         and not everyone[v].flags
     ]
@@ -228,7 +235,10 @@ class OptimizationRun:
             raise SidecarError(f"{self.spec.name}: no active version to improve on")
         champion = active[0]
         last = await asyncio.to_thread(latest_frontier, self.db, self.spec.name)
-        versions = warm_pool(everyone, last, champion.version, self.settings.optimize_warm_pool)
+        barred = await asyncio.to_thread(never_breed, self.db, self.spec.name)
+        versions = warm_pool(
+            everyone, last, champion.version, self.settings.optimize_warm_pool, barred
+        )
         self.population = Population(pool={v: everyone[v] for v in versions}, known=everyone)
         await self.evaluator.recall([c.id for c in everyone.values() if c.id is not None])
         for version in versions:  # the champion first: without it nothing can be compared

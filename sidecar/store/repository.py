@@ -218,6 +218,7 @@ def seed_prompt(engine: Engine, name: str, components: dict[str, str], now: date
                 version=1,
                 from_status=None,
                 to_status="active",
+                action="seed",
                 actor="config",
                 reason="seed from CONFIG_FILE",
                 at=now,

@@ -160,7 +160,11 @@ class MutationAttempt(SQLModel, table=True):
 
 
 class AuditEntry(SQLModel, table=True):
-    """One lifecycle transition: who moved which version from what to what, when, and why."""
+    """One lifecycle transition: who moved which version from what to what, when, and why.
+
+    `action` names the decision (seed, breed, propose, shadow, gate, approve, force_approve,
+    activate, retire, reject, rollback); rows older than the column have none. The id of a row
+    with to_status `active` is an activation's id."""
 
     __tablename__ = "audit_log"
 
@@ -169,17 +173,22 @@ class AuditEntry(SQLModel, table=True):
     version: int
     from_status: str | None = Field(default=None, max_length=32)
     to_status: str = Field(max_length=32)
+    action: str | None = Field(default=None, max_length=32)
     actor: str = Field(max_length=200)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 class OutboxEntry(SQLModel, table=True):
-    """A publication owed to one target; written with the approval, delivered exactly once."""
+    """A publication owed to one target: one activation's document, written in the transaction
+    that made the version active, delivered once (`pending` -> `delivered`, or `superseded` by a
+    newer activation before it was). `attempts` counts deliveries begun, committed before each."""
 
     __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("activation_id", "target"),)
 
     id: int | None = Field(default=None, primary_key=True)
+    activation_id: int
     prompt_name: str = Field(max_length=200)
     version: int
     target: str = Field(max_length=32)
@@ -188,4 +197,28 @@ class OutboxEntry(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Comparison(SQLModel, table=True):
+    """Pairwise shadow mode: the judge's verdict on a candidate's and the champion's replayed
+    answers to one event, shown side by side. Keyed like an evaluation (both versions, the
+    event, the task path, the judge), so a verdict is paid once."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (
+        UniqueConstraint(
+            "candidate_id", "champion_id", "event_row_id", "task_version", "judge_version"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    candidate_id: int = Field(foreign_key="candidates.id")
+    champion_id: int = Field(foreign_key="candidates.id")
+    event_row_id: int = Field(foreign_key="events.id")
+    task_version: str = Field(max_length=128)
+    judge_version: str = Field(max_length=128)
+    winner: str = Field(max_length=16)
+    feedback: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
