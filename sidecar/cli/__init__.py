@@ -4,7 +4,8 @@ database a running sidecar uses.
 
 One module per concern, each with a `register(cli)` that adds its commands: service (run,
 broker, demo, status), judging (judge-eval), optimizing (optimize), reading (candidates, show,
-diff, lineage). Shared options and helpers live in `common`."""
+diff, lineage, export), deciding (approve, reject, rollback). Shared options and helpers live in
+`common`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 import typer
 
-from sidecar.cli import judging, optimizing, reading, service
+from sidecar.cli import deciding, judging, optimizing, reading, service
 from sidecar.errors import ConfigError, InputError, SidecarError
 
 cli = typer.Typer(
@@ -27,6 +28,7 @@ service.register(cli)
 judging.register(cli)
 optimizing.register(cli)
 reading.register(cli)
+deciding.register(cli)
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """Commands that read what the optimizer did, without changing anything: `candidates`, `show`,
-`diff`, `lineage`."""
+`diff`, `lineage`, and `export` (a version in the shape an app loads)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +20,7 @@ def register(cli: typer.Typer) -> None:
     cli.command()(show)
     cli.command()(diff)
     cli.command()(lineage)
+    cli.command()(export)
 
 
 def candidates(
@@ -102,6 +104,56 @@ def lineage(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
         typer.echo(json.dumps(views, indent=2, sort_keys=True))
         return
     typer.echo("\n".join(lineage_lines(found, means)))
+
+
+EXPORT_FORMATS = ("json", "dspy")
+
+
+def export(
+    version: Annotated[int, typer.Argument(help="The version to export.")],
+    export_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="json: the PromptDocument every target receives; dspy: the saved-program JSON "
+            "that `dspy.Module.load()` reads.",
+        ),
+    ] = "json",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Write to this file (dspy: a .json file), not stdout."),
+    ] = None,
+    prompt: PromptOption = None,
+) -> None:
+    """One version as the document an app loads: the PromptDocument, or a DSPy program."""
+    from sidecar.promote.documents import document_for, document_json
+    from sidecar.promote.dspy_export import dspy_json
+    from sidecar.store.candidates import candidates_of
+
+    if export_format not in EXPORT_FORMATS:
+        raise InputError(f"--format: must be json or dspy (got {export_format!r})")
+    if export_format == "dspy" and output is not None and output.suffix != ".json":
+        raise InputError(
+            f"--output: dspy reads a saved program as JSON only from a file ending in .json "
+            f"(got {output.name})"
+        )
+    settings = load_settings()
+    name = required_spec(settings, prompt).name
+    engine = database(settings)
+    try:
+        found = candidates_of(engine, name)
+    finally:
+        engine.dispose()
+    document = document_for(_version(found, version, name))
+    text = document_json(document) if export_format == "json" else dspy_json(document)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--output: cannot write {output}: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {name} v{version} ({export_format}) to {output}")
 
 
 def _views(settings: Settings, prompt: str | None) -> tuple[str, dict[int, Any], dict[int, Any]]:
