@@ -1,1 +1,2 @@
-"""The HTTP API: health, readiness and metrics now; prompts and candidates as they land."""
+"""The HTTP API: health, readiness, metrics, the served prompt, versions and candidates, and a
+person's decisions (approve, reject, rollback) behind the admin token."""

@@ -1,18 +1,29 @@
-"""The FastAPI application. It reaches the running sidecar only through `Readiness`, the
-metrics registry and the database engine it is given, so it can be served by `run` or by a
-test alike."""
+"""The FastAPI application. It reaches the running sidecar only through what `create_api` is
+given (readiness, the metrics registry, the database engine, the served documents, callbacks),
+so `run` and a test serve it alike.
+
+`/docs` is FastAPI's Swagger UI, whose page loads its JavaScript and CSS from a public CDN
+(jsdelivr); where the browser cannot reach it, `/openapi.json` holds the same contract."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from sidecar.optimize.lineage import candidate_view
-from sidecar.store.candidates import candidates_of
+from sidecar import __version__
+from sidecar.api.auth import AdminGuard
+from sidecar.api.decisions import decision_routes
+from sidecar.api.models import Health, ReadinessBody
+from sidecar.api.prompts import Scores, prompt_routes
+from sidecar.errors import StoreError
+from sidecar.promote.served import ServedDocuments
 
 
 class Readiness(Protocol):
@@ -22,54 +33,78 @@ class Readiness(Protocol):
 
 
 def create_api(
-    readiness: Readiness, registry: CollectorRegistry, engine: Engine | None = None
+    readiness: Readiness,
+    registry: CollectorRegistry,
+    engine: Engine | None = None,
+    *,
+    served: ServedDocuments | None = None,
+    admin_token: SecretStr | None = None,
+    publish_targets: Sequence[str] = (),
+    scores: Scores | None = None,
+    on_decision: Callable[[], None] | None = None,
 ) -> FastAPI:
-    api = FastAPI(title="gepa-sidecar", docs_url=None, redoc_url=None)
-    api.state.readiness = readiness
-    api.state.registry = registry
-    api.state.engine = engine
+    """The API over these parts. Without `engine` the store's routes answer 503; without
+    `admin_token` mutating calls are refused (403); activations owe `publish_targets`; `scores`
+    gives candidates their mean scores; `on_decision` runs after each committed decision."""
+    api = FastAPI(title="gepa-sidecar", version=__version__, docs_url="/docs", redoc_url=None)
+    guard = AdminGuard(admin_token)
+    api.include_router(prompt_routes(engine, served, scores))
+    api.include_router(decision_routes(engine, guard, publish_targets, on_decision))
+    _add_error_handlers(api, guard)
 
-    @api.get("/healthz")
-    def healthz() -> dict[str, str]:
-        """Alive: the process serves HTTP. Kubernetes restarts the pod when this fails."""
-        return {"status": "ok"}
+    @api.get("/healthz", tags=["service"])
+    def healthz() -> Health:
+        """Alive: the process serves HTTP. Kubernetes restarts the container when this fails."""
+        return Health(status="ok")
 
-    @api.get("/readyz")
+    @api.get(
+        "/readyz",
+        tags=["service"],
+        response_model=ReadinessBody,
+        responses={503: {"model": ReadinessBody, "description": "A check fails."}},
+    )
     def readyz() -> JSONResponse:
-        """Ready: the database answers, the consumer loop runs, the judge worker is alive."""
-        checks = api.state.readiness.readiness()
+        """Ready: every check of the running sidecar passes."""
+        checks = readiness.readiness()
         ready = all(checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        body = ReadinessBody(status="ready" if ready else "not ready", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
-    @api.get("/metrics")
+    @api.get(
+        "/metrics",
+        tags=["service"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+    )
     def metrics() -> Response:
-        return Response(generate_latest(api.state.registry), media_type=CONTENT_TYPE_LATEST)
-
-    def versions_of(name: str) -> dict[int, Any]:
-        if api.state.engine is None:
-            raise HTTPException(503, "no database")
-        found = candidates_of(api.state.engine, name)
-        if not found:
-            raise HTTPException(404, f"no prompt named {name!r}")
-        return found
-
-    @api.get("/v1/prompts/{name}/candidates")
-    def candidates(name: str, status: str | None = None) -> list[dict[str, Any]]:
-        """Versions (with flags and evidence), optionally of one lifecycle status."""
-        return [
-            candidate_view(candidate)
-            for _, candidate in sorted(versions_of(name).items())
-            if status is None or candidate.status == status
-        ]
-
-    @api.get("/v1/prompts/{name}/versions/{version}")
-    def version_of(name: str, version: int) -> dict[str, Any]:
-        found = versions_of(name)
-        if version not in found:
-            raise HTTPException(404, f"{name} has no version {version}")
-        return candidate_view(found[version])
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return api
+
+
+def validation_detail(error: RequestValidationError) -> str:
+    """Every field's complaint, in one line: `body.reason: Field required`."""
+    parts = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        parts.append(f"{where}: {' '.join(str(problem['msg']).split())}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _add_error_handlers(api: FastAPI, guard: AdminGuard) -> None:
+    """One-line `{"detail": ...}` bodies for a malformed request and for a failing database."""
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # A body that is not JSON at all is refused before any dependency runs; every POST is a
+        # decision, and an unauthorized caller learns nothing about its body.
+        refused = guard.refusal(request.headers.get("authorization"))
+        if request.method == "POST" and refused is not None:
+            return JSONResponse(
+                {"detail": refused.detail}, refused.status_code, headers=refused.headers
+            )
+        return JSONResponse({"detail": validation_detail(error)}, 422)
+
+    @api.exception_handler(StoreError)
+    async def store_failed(request: Request, error: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, 503)

@@ -1,0 +1,119 @@
+"""The bodies the HTTP API reads and writes, as pydantic models, so `/openapi.json` documents each
+one and a malformed request is refused before anything is decided."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from sidecar.promote.lifecycle import Action, Status
+
+Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+"""Who decides: a name, never blank (the audit row's `actor`)."""
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+"""Why, in a person's words (the audit row's `reason`): never blank when given."""
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 503 answer: one line that says what was wrong."""
+
+    detail: str
+
+
+Responses = dict[int | str, dict[str, Any]]
+"""Extra answers a route documents in OpenAPI (FastAPI's `responses=`)."""
+
+NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No such prompt or version."}}
+NO_DATABASE: Responses = {
+    503: {"model": ErrorBody, "description": "This server has no database, or it is failing."}
+}
+INVALID: Responses = {
+    422: {"model": ErrorBody, "description": "A malformed path, query or body; names the field."}
+}
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ReadinessBody(BaseModel):
+    """`status` is "ready" or "not ready"; `checks` names each check and whether it passes."""
+
+    status: str
+    checks: dict[str, bool]
+
+
+class PromptSummary(BaseModel):
+    """A managed prompt: its active version and how many versions stand in each status."""
+
+    name: str
+    active_version: int | None
+    counts: dict[Status, int]
+
+
+class CandidateView(BaseModel):
+    """One version, with the fields and scores `gepa-sidecar show --json` prints."""
+
+    name: str
+    version: int
+    status: Status
+    components: dict[str, str]
+    parents: list[int]
+    flags: list[str] = Field(description="Why a person should look twice (e.g. copied user text).")
+    evidence: dict[str, Any] | None
+    mutation_summary: str | None
+    origin_run_id: int | None
+    sha256: str
+    created_at: datetime
+    approved_by: str | None
+    mean_score: float | None = Field(
+        description="Mean replayed score under the configured task path and judge; null when "
+        "unscored (or when this server was given no scores)."
+    )
+    evaluations: int
+
+
+class ApproveRequest(BaseModel):
+    """Approve a version: it becomes active and every publish target is owed it. `force` is
+    needed for a version that has not passed the shadow gate (audited as forced)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: Person
+    note: Reason | None = None
+    force: bool = False
+
+
+class RejectRequest(BaseModel):
+    """Reject a version not yet approved; a rejected version never breeds again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: Person
+    reason: Reason
+
+
+class RollbackRequest(BaseModel):
+    """Make an earlier (retired) version active again; without `to`, the one active last."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Annotated[int, Field(ge=1)] | None = None
+    by: Person
+    reason: Reason | None = None
+
+
+class DecisionResult(BaseModel):
+    """What a decision did: the version's new status, and for an activation (approve or
+    rollback) its id, the targets it was queued for and the version it replaced."""
+
+    prompt: str
+    version: int
+    status: Status
+    action: Action
+    activation_id: int | None = None
+    targets: list[str] = Field(default_factory=list)
+    previous_version: int | None = None
