@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.net.compat import KafkaNetClient
 from kafka.partitioner.default import murmur2
 from pydantic import ValidationError
 
@@ -148,7 +149,8 @@ class KafkaPublisher:
 
     def _connected_producer(self) -> KafkaProducer:
         if self._producer is None:
-            self._producer = KafkaProducer(
+            self._producer = build_client(
+                KafkaProducer,
                 bootstrap_servers=self.bootstrap_servers,
                 enable_idempotence=True,
                 acks="all",
@@ -188,7 +190,8 @@ class KafkaPublisher:
         key = document.name.encode("utf-8")
         header = (ACTIVATION_HEADER, str(activation_id).encode("ascii"))
         try:
-            consumer = KafkaConsumer(
+            consumer = build_client(
+                KafkaConsumer,
                 bootstrap_servers=self.bootstrap_servers,
                 group_id=None,
                 enable_auto_commit=False,
@@ -238,6 +241,36 @@ class KafkaPublisher:
         if producer is not None:
             with contextlib.suppress(KafkaError):
                 producer.close(timeout=self.timeout_s)
+
+
+class ClosingClients:
+    """kafka-python builds a client's network layer (two sockets) before it first connects, and
+    when that connection fails inside the constructor nothing closes it: retrying every tick
+    against a down broker would leak two descriptors a try. Built through this factory (the
+    documented `kafka_client` option), the clients of a failed construction are closed."""
+
+    def __init__(self) -> None:
+        self.made: list[KafkaNetClient] = []
+
+    def __call__(self, **configs: Any) -> KafkaNetClient:
+        client = KafkaNetClient(**configs)
+        self.made.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.made:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def build_client(kind: Any, **configs: Any) -> Any:
+    """A KafkaProducer or KafkaConsumer, leaving nothing open when it cannot be built."""
+    clients = ClosingClients()
+    try:
+        return kind(kafka_client=clients, **configs)
+    except BaseException:
+        clients.close()
+        raise
 
 
 def record_headers(activation_id: int) -> list[tuple[str, bytes]]:

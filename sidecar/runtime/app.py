@@ -14,6 +14,9 @@ from sidecar.ingest.consumer import TrafficConsumer
 from sidecar.judge.worker import JudgeWorker
 from sidecar.llm.gateway import Gateway
 from sidecar.metrics import Metrics
+from sidecar.promote.publishers import FilePublisher, KafkaPublisher, Publisher
+from sidecar.promote.relay import OutboxRelay
+from sidecar.promote.served import ServedDocuments
 from sidecar.runtime.http import HttpServer
 from sidecar.runtime.kafka import ensure_topics
 from sidecar.runtime.scheduler import OptimizeScheduler
@@ -43,6 +46,8 @@ class App:
         self.gateway = Gateway(settings, self.metrics)
         self.judge: JudgeWorker | None = None
         self.scheduler: OptimizeScheduler | None = None
+        self.served = ServedDocuments()
+        self.relay: OutboxRelay | None = None
         self._stopping = threading.Event()
 
     def readiness(self) -> dict[str, bool]:
@@ -70,6 +75,13 @@ class App:
             ensure_topics(
                 self.bootstrap_servers, [self.settings.traffic_topic, self.settings.dlq_topic]
             )
+            if "kafka" in self.settings.publish_targets:
+                topic = self.settings.prompts_topic
+                ensure_topics(self.bootstrap_servers, [topic], compacted=[topic])
+            self.relay = OutboxRelay(
+                self.engine, self._publishers(), self.metrics, self.settings.publish_poll_interval_s
+            ).start()
+            stack.callback(self.relay.stop)
             self.consumer = TrafficConsumer(self.settings, self.bootstrap_servers, self.metrics)
             log.info(
                 "sidecar serving on port %d, consuming %s",
@@ -88,6 +100,18 @@ class App:
                 self.consumer.stop()
             self.consumer.run()
             log.info("sidecar stopped")
+
+    def _publishers(self) -> dict[str, Publisher]:
+        """The configured targets; the relay's start-up tick republishes the active versions."""
+        made: dict[str, Publisher] = {}
+        for target in self.settings.publish_targets:
+            if target == "file":
+                made[target] = FilePublisher(self.settings.publish_dir)
+            elif target == "kafka":
+                made[target] = KafkaPublisher(self.settings)
+            else:
+                made[target] = self.served
+        return made
 
     def _seed_prompts(self) -> None:
         now = datetime.now(UTC)

@@ -1,0 +1,334 @@
+"""The outbox relay against a real broker, real files and a real database: each activation
+reaches each target exactly once, also when the process died between committing an approval
+and delivering it, or between delivering and marking it delivered."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import Engine
+
+from sidecar.events import PromptDocument
+from sidecar.metrics import Metrics
+from sidecar.promote.lifecycle import Actor, Status
+from sidecar.promote.publishers import FilePublisher, KafkaPublisher, Publisher
+from sidecar.promote.relay import OutboxRelay
+from sidecar.promote.served import ServedDocuments
+from sidecar.runtime.kafka import ensure_topics
+from sidecar.settings import Settings, load_settings
+from sidecar.store.candidates import insert_candidate, mark_proposed
+from sidecar.store.outbox import begin_attempt, pending_outbox
+from sidecar.store.promotions import approve, reject, rollback, transition
+from sidecar.store.repository import seed_prompt
+from tests.helpers import metric_value, scaled, wait_until
+
+NAME = "customer-care"
+World = tuple[Engine, Settings, Path]
+TARGETS = ("file", "kafka", "http")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of the topic up to its end offsets when asked (not a wait for a count)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        found: list[Any] = []
+        deadline = time.monotonic() + scaled(20)
+        while any(consumer.position(p) < ends[p] for p in partitions):
+            assert time.monotonic() < deadline, "the topic did not read to its end"
+            for batch in consumer.poll(timeout_ms=200).values():
+                found.extend(batch)
+        return found
+    finally:
+        consumer.close()
+
+
+def activations(bootstrap: str, topic: str) -> list[tuple[int, int]]:
+    """(version, activation id) of each record, in topic order."""
+    return [
+        (
+            json.loads(record.value)["version"],
+            int(dict(record.headers)["gepa-activation"]),
+        )
+        for record in records(bootstrap, topic)
+    ]
+
+
+def awaiting(engine: Engine, components: dict[str, str]) -> int:
+    """A new version that passed the shadow gate."""
+    made = insert_candidate(engine, NAME, components, [1], None, "a better reply", [], now())
+    mark_proposed(engine, NAME, [made.version], "beats the champion", now())
+    for target in (Status.SHADOW, Status.AWAITING_APPROVAL):
+        transition(
+            engine,
+            NAME,
+            made.version,
+            target,
+            actor=Actor.SHADOW,
+            by="shadow",
+            reason="gate",
+            now=now(),
+            evidence={
+                "shadow": {"shadow_mean": 0.9, "champion_mean": 0.5, "n": 40, "p_value": 0.001}
+            },
+        )
+    return made.version
+
+
+@pytest.fixture
+def world(
+    database_url: str,
+    migrated_engine: Callable[[str], Engine],
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> Iterator[World]:
+    engine = migrated_engine(database_url)
+    seed_prompt(engine, NAME, {"system_prompt": "You are a helpful assistant."}, now())
+    topic = f"prompts-{uuid.uuid4().hex[:10]}"
+    ensure_topics(kafka_bootstrap, [topic], compacted=[topic])
+    settings = load_settings(
+        kafka_bootstrap_servers=kafka_bootstrap, prompts_topic=topic, publish_dir=tmp_path
+    )
+    yield engine, settings, tmp_path
+
+
+class Relays:
+    """Relays made by a test (each over real publishers), all stopped at its end."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.made: list[OutboxRelay] = []
+
+    def make(self, kafka: Publisher | None = None) -> tuple[OutboxRelay, ServedDocuments, Metrics]:
+        served = ServedDocuments()
+        publishers: dict[str, Publisher] = {
+            "file": FilePublisher(self.settings.publish_dir),
+            "kafka": kafka or KafkaPublisher(self.settings),
+            "http": served,
+        }
+        metrics = Metrics()
+        relay = OutboxRelay(self.engine, publishers, metrics, poll_interval_s=0.05)
+        self.made.append(relay)
+        return relay, served, metrics
+
+
+@pytest.fixture
+def relays(world: World) -> Iterator[Relays]:
+    made = Relays(world[0], world[1])
+    yield made
+    for relay in made.made:
+        relay.stop()
+
+
+def on_file(settings: Settings) -> PromptDocument | None:
+    return FilePublisher(settings.publish_dir).current(NAME)
+
+
+def test_the_seed_is_published_to_the_file_and_served_but_never_sent_to_kafka(
+    world, relays: Relays
+) -> None:
+    _engine, settings, _ = world
+    relay, served, metrics = relays.make()
+    relay.tick()
+    assert on_file(settings).version == 1
+    assert served.get(NAME).version == 1
+    assert activations(settings.kafka_bootstrap_servers, settings.prompts_topic) == []
+    assert metric_value(metrics, "active_prompt_version", prompt=NAME) == 1
+    assert metric_value(metrics, "candidates", prompt=NAME, status="active") == 1
+
+
+def test_an_approval_reaches_every_target_exactly_once(world: World, relays: Relays) -> None:
+    engine, settings, _ = world
+    version = awaiting(engine, {"system_prompt": "Answer with the order's status first."})
+    relay, served, metrics = relays.make()
+    relay.tick()
+    activation = approve(
+        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
+    )
+    relay.tick()
+    relay.tick()
+    document = on_file(settings)
+    assert (document.version, document.approved_by) == (version, "alice")
+    assert document.evidence.shadow_mean == 0.9
+    assert served.get(NAME) == document
+    assert activations(settings.kafka_bootstrap_servers, settings.prompts_topic) == [
+        (version, activation.id)
+    ]
+    assert pending_outbox(engine) == []
+    assert metric_value(metrics, "publishes_total", target="kafka", outcome="ok") == 1
+    assert metric_value(metrics, "approvals_total", prompt=NAME, decision="approved") == 1
+    assert metric_value(metrics, "active_prompt_version", prompt=NAME) == version
+    assert metric_value(metrics, "candidates", prompt=NAME, status="retired") == 1
+
+
+def test_a_process_killed_after_committing_an_approval_delivers_it_on_restart(
+    world, relays: Relays
+) -> None:
+    engine, settings, _ = world
+    version = awaiting(engine, {"system_prompt": "Be brief."})
+    activation = approve(
+        engine, NAME, version, by="alice", note="ship it", force=False, targets=TARGETS, now=now()
+    )
+    # No relay ran: the process died after the commit. The next one delivers on its first tick.
+    relay, served, _ = relays.make()
+    relay.tick()
+    assert on_file(settings).version == version
+    assert served.get(NAME).version == version
+    assert activations(settings.kafka_bootstrap_servers, settings.prompts_topic) == [
+        (version, activation.id)
+    ]
+
+
+def test_a_process_killed_after_delivering_but_before_marking_it_does_not_deliver_twice(
+    world, relays: Relays
+) -> None:
+    engine, settings, _ = world
+    version = awaiting(engine, {"system_prompt": "Be brief."})
+    activation = approve(
+        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
+    )
+    item = next(i for i in pending_outbox(engine) if i.target == "kafka")
+    # What the dead process did: begin the attempt, deliver, and die before marking it.
+    begin_attempt(engine, item.id, now())
+    dead = KafkaPublisher(settings)
+    dead.publish(PromptDocument.model_validate(item.document), item.activation_id)
+    dead.close()
+    relay, _, metrics = relays.make()
+    relay.tick()
+    assert activations(settings.kafka_bootstrap_servers, settings.prompts_topic) == [
+        (version, activation.id)
+    ]
+    assert (
+        metric_value(metrics, "publishes_total", target="kafka", outcome="already_delivered") == 1
+    )
+    assert pending_outbox(engine) == []
+
+
+def test_a_rollback_republishes_the_earlier_version_to_every_target(
+    world: World, relays: Relays
+) -> None:
+    engine, settings, _ = world
+    version = awaiting(engine, {"system_prompt": "Be brief."})
+    relay, served, metrics = relays.make()
+    relay.tick()
+    first = approve(
+        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
+    )
+    relay.tick()
+    back = rollback(
+        engine, NAME, to=None, by="bob", reason="complaints", targets=TARGETS, now=now()
+    )
+    relay.tick()
+    assert back.version == 1
+    assert on_file(settings).version == 1
+    assert served.get(NAME).version == 1
+    assert activations(settings.kafka_bootstrap_servers, settings.prompts_topic) == [
+        (version, first.id),
+        (1, back.id),
+    ]
+    assert metric_value(metrics, "rollbacks_total", prompt=NAME) == 1
+    assert metric_value(metrics, "active_prompt_version", prompt=NAME) == 1
+
+
+def test_an_activation_superseded_before_delivery_still_reaches_the_topic_in_order(
+    world, relays: Relays
+) -> None:
+    engine, settings, _ = world
+    version = awaiting(engine, {"system_prompt": "Be brief."})
+    first = approve(
+        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
+    )
+    back = rollback(engine, NAME, to=1, by="bob", reason="too soon", targets=TARGETS, now=now())
+    relay, served, metrics = relays.make()
+    relay.tick()
+    assert on_file(settings).version == 1
+    assert served.get(NAME).version == 1
+    assert activations(settings.kafka_bootstrap_servers, settings.prompts_topic) == [
+        (version, first.id),
+        (1, back.id),
+    ]
+    assert metric_value(metrics, "publishes_total", target="file", outcome="ok") == 1
+    assert pending_outbox(engine) == []
+
+
+def test_kafka_down_keeps_its_rows_pending_while_the_file_and_http_move_on(
+    world, relays: Relays
+) -> None:
+    engine, settings, _ = world
+    version = awaiting(engine, {"system_prompt": "Be brief."})
+    down = load_settings(kafka_bootstrap_servers="127.0.0.1:1", prompts_topic="nowhere")
+    relay, served, metrics = relays.make(kafka=KafkaPublisher(down, timeout_s=2))
+    activation = approve(
+        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
+    )
+    relay.tick()
+    assert on_file(settings).version == version
+    assert served.get(NAME).version == version
+    [left] = pending_outbox(engine)
+    assert left.target == "kafka"
+    assert metric_value(metrics, "publishes_total", target="kafka", outcome="error") == 1
+    healthy, _, _ = relays.make()
+    healthy.tick()
+    assert activations(settings.kafka_bootstrap_servers, settings.prompts_topic) == [
+        (version, activation.id)
+    ]
+
+
+def test_a_missing_or_garbled_file_is_republished_on_start(world: World, relays: Relays) -> None:
+    _engine, settings, publish_dir = world
+    relays.make()[0].tick()
+    path = publish_dir / f"{NAME}.json"
+    path.write_text("{not json")
+    relays.make()[0].tick()
+    assert on_file(settings).version == 1
+    path.unlink()
+    relays.make()[0].tick()
+    assert on_file(settings).version == 1
+
+
+def test_decisions_by_any_client_become_counters_and_gauges(world: World, relays: Relays) -> None:
+    engine, _settings, _ = world
+    better = awaiting(engine, {"system_prompt": "Be brief."})
+    worse = awaiting(engine, {"system_prompt": "Be vague."})
+    relay, _, metrics = relays.make()
+    relay.tick()
+    reject(engine, NAME, worse, by="carol", reason="vague", now=now())
+    approve(engine, NAME, better, by="alice", note=None, force=False, targets=TARGETS, now=now())
+    relay.tick()
+    assert metric_value(metrics, "approvals_total", prompt=NAME, decision="approved") == 1
+    assert metric_value(metrics, "approvals_total", prompt=NAME, decision="rejected") == 1
+    assert metric_value(metrics, "candidates", prompt=NAME, status="awaiting_approval") == 0
+    assert metric_value(metrics, "candidates", prompt=NAME, status="rejected") == 1
+
+
+def test_the_running_relay_delivers_as_soon_as_it_is_woken(world: World, relays: Relays) -> None:
+    engine, settings, _ = world
+    version = awaiting(engine, {"system_prompt": "Be brief."})
+    relay, served, _ = relays.make()
+    relay.poll_interval_s = 3600  # only a wake can make it deliver within the test
+    relay.start()
+    try:
+        approve(
+            engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
+        )
+        relay.wake()
+        wait_until(lambda: served.get(NAME).version == version, 30, "the woken relay")
+    finally:
+        relay.stop()
+    assert on_file(settings).version == version
