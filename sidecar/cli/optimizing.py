@@ -1,5 +1,5 @@
 """`optimize`: one GEPA run on demand, with a live bar on a terminal and a line per iteration
-in logs."""
+in logs. `shadow`: one shadow pass on demand, a line per candidate."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sidecar.settings import load_settings
 def register(cli: typer.Typer) -> None:
     """Adds this module's commands to `cli`, in the order `--help` lists them."""
     cli.command()(optimize)
+    cli.command()(shadow)
 
 
 def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
@@ -62,6 +63,40 @@ def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None
             else ""
         )
     )
+
+
+def shadow(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
+    """One shadow pass now: candidates and the champion replayed on traffic the candidates'
+    runs never saw, paired, and the gate's decision for each."""
+    import asyncio
+
+    from sidecar.shadow.runner import ShadowPass
+
+    settings = load_settings()
+    spec = required_spec(settings, prompt)
+    configure_logging()
+    engine = database(settings)
+    try:
+        report = asyncio.run(ShadowPass(engine, settings, spec).execute())
+    finally:
+        engine.dispose()
+    if json_output:
+        typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+        return
+    champion = f"v{report.champion_version}" if report.champion_version else "none (no active)"
+    typer.echo(
+        f"{report.prompt}: {report.mode} shadow pass against champion {champion}; "
+        f"{report.metric_calls} metric calls, ${report.cost_usd:.4f}"
+        + (f", cut by the budget ({report.stop_reason})" if report.stop_reason else "")
+    )
+    for outcome in report.candidates:
+        delta = "n/a" if outcome.mean_delta is None else f"{outcome.mean_delta:+.3f}"
+        typer.echo(
+            f"v{outcome.version}  {outcome.status_before} -> {outcome.status_after}  "
+            f"{outcome.pairs} pairs  mean delta {delta}  {outcome.reason}"
+        )
+    if not report.candidates:
+        typer.echo("no candidate in shadow and none proposed")
 
 
 def _with_progress_bar(run: Any, budget_calls: int) -> Any:

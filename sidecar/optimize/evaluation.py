@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -25,12 +26,23 @@ from sidecar.llm.gateway import Gateway
 from sidecar.optimize.budget import BudgetGuard
 from sidecar.optimize.task import render_task, task_version
 from sidecar.settings import PromptSpec
-from sidecar.store.candidates import Instance, Scored, cached_evaluations, store_evaluations
+from sidecar.store.candidates import Scored, cached_evaluations, store_evaluations
 from sidecar.store.tables import Candidate
 
 log = logging.getLogger(__name__)
 
 METRIC_ROLES = ("task", "judge")
+
+
+class Replayable(Protocol):
+    """What a replay reads of an event: its row and its inputs (an optimizer's judged
+    `Instance`, or a fresh event the shadow runner compares on)."""
+
+    @property
+    def row_id(self) -> int: ...
+
+    @property
+    def inputs(self) -> dict[str, str]: ...
 
 
 def evaluation_key(gateway: Gateway, judge: Judge, spec: PromptSpec) -> tuple[str, str]:
@@ -52,7 +64,7 @@ class Evaluator:
         self.spec = spec
         self.guard = guard
         self.key = evaluation_key(gateway, judge, spec)
-        self.instances: dict[int, Instance] = {}
+        self.instances: dict[int, Replayable] = {}
         self.scores: dict[int, dict[int, Scored]] = {}
         self.verdicts: dict[tuple[int, str], Scored] = {}  # (event, output) -> its judgment
         self.run_id: int | None = None
@@ -60,7 +72,9 @@ class Evaluator:
     def _metric_spend(self) -> float:
         return self.gateway.ledger.cost_usd(*METRIC_ROLES)
 
-    async def _evaluate_one(self, components: dict[str, str], instance: Instance) -> Scored | None:
+    async def _evaluate_one(
+        self, components: dict[str, str], instance: Replayable
+    ) -> Scored | None:
         messages = render_task(self.spec.task, components, instance.inputs)
         try:
             completion = await self.gateway.complete("task", messages)

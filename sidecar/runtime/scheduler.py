@@ -1,9 +1,11 @@
-"""The optimize job inside `gepa-sidecar run`: one GEPA run per managed prompt on
-OPTIMIZE_SCHEDULE (seconds, or a cron expression in UTC).
+"""The jobs inside `gepa-sidecar run`: `optimize`, one GEPA run per managed prompt on
+OPTIMIZE_SCHEDULE, and `shadow`, one shadow pass per managed prompt on SHADOW_SCHEDULE (each in
+seconds, or a cron expression in UTC).
 
-Single-flight twice over: the job never overlaps itself in a process (APScheduler
-`max_instances=1`, missed runs coalesced), and on PostgreSQL a session advisory lock elects one
-leader among replicas, so only one optimizes and pays. SQLite is a one-replica database.
+Single-flight twice over: a job never overlaps itself in a process (APScheduler
+`max_instances=1`, missed runs coalesced), and on PostgreSQL a session advisory lock per job
+elects one leader among replicas, so only one optimizes, or shadows, and pays. SQLite is a
+one-replica database.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from sqlalchemy import Engine
 
 from sidecar.metrics import Metrics
 from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
-from sidecar.settings import PromptsConfig, Settings
+from sidecar.promote.lifecycle import Status
+from sidecar.settings import PromptsConfig, PromptSpec, Settings
+from sidecar.shadow.runner import ShadowPass
 from sidecar.store.candidates import status_counts
-from sidecar.store.leadership import OPTIMIZER_LOCK, leadership
+from sidecar.store.leadership import OPTIMIZER_LOCK, SHADOW_LOCK, leadership
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ def trigger_for(schedule: str) -> IntervalTrigger | CronTrigger:
 
 
 class OptimizeScheduler:
-    """Owns the background scheduler; `start()` and `stop()` bracket `run`."""
+    """Owns the background scheduler and its two jobs; `start()` and `stop()` bracket `run`."""
 
     def __init__(
         self, engine: Engine, settings: Settings, prompts: PromptsConfig, metrics: Metrics
@@ -49,6 +53,13 @@ class OptimizeScheduler:
                 self.run_once,
                 trigger_for(self.settings.optimize_schedule),
                 id="optimize",
+                max_instances=1,
+                coalesce=True,
+            )
+            self._scheduler.add_job(
+                self.shadow_once,
+                trigger_for(self.settings.shadow_schedule),
+                id="shadow",
                 max_instances=1,
                 coalesce=True,
             )
@@ -96,11 +107,48 @@ class OptimizeScheduler:
             report.proposed or "none",
         )
 
+    def shadow_once(self) -> None:
+        """One shadow pass per managed prompt, if this replica leads; never raises."""
+        with leadership(self.engine, SHADOW_LOCK) as leader:
+            if not leader:
+                self.metrics.shadow_passes.labels("not_leader").inc()
+                log.info("another replica holds the shadow lock; skipping this turn")
+                return
+            for spec in self.prompts.prompts:
+                self._shadow(spec)
+        self._refresh_candidates()
+
+    def _shadow(self, spec: PromptSpec) -> None:
+        try:
+            report = asyncio.run(
+                ShadowPass(self.engine, self.settings, spec, self.metrics).execute()
+            )
+        except Exception:
+            self.metrics.shadow_passes.labels("failed").inc()
+            log.exception("shadow pass for %s failed", spec.name)
+            return
+        self.metrics.shadow_passes.labels("finished").inc()
+        log.info(
+            "shadow %s: %d candidates against champion %s; %d metric calls, $%.4f%s",
+            spec.name,
+            len(report.candidates),
+            f"v{report.champion_version}" if report.champion_version else "none",
+            report.metric_calls,
+            report.cost_usd,
+            f", cut by the budget ({report.stop_reason})" if report.stop_reason else "",
+        )
+
     def _refresh_candidates(self) -> None:
+        """Every status of every prompt from the store, 0 where none is left (a version that
+        left `shadow` must not keep counting there)."""
         try:
             counts = status_counts(self.engine)
         except Exception:
             log.exception("cannot count candidates")
             return
-        for (prompt, status), n in counts.items():
-            self.metrics.candidates.labels(self.metrics.prompt_label(prompt), status).set(n)
+        for prompt in {prompt for prompt, _ in counts}:
+            label = self.metrics.prompt_label(prompt)
+            for status in Status:
+                self.metrics.candidates.labels(label, status.value).set(
+                    counts.get((prompt, status.value), 0)
+                )

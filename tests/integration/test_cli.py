@@ -502,3 +502,59 @@ def test_optimize_on_a_terminal_draws_a_progress_bar(tmp_path: Path, llm_server:
     assert "optimizing" in screen and "metric calls" in screen and "frontier" in screen
     assert "iteration" not in screen  # the bar replaces the log lines
     assert "proposed v" in printed.decode()
+
+
+# --- shadow -------------------------------------------------------------------------------------
+
+
+def test_shadow_runs_one_pass_now(tmp_path: Path, llm_server: LlmServer) -> None:
+    from sidecar.store.candidates import mark_proposed
+    from tests.world import live_traffic
+
+    env = world_database(tmp_path, llm_server)
+    engine = create_database_engine(env["SIDECAR_DATABASE_URL"])
+    try:  # a proposed version that names the next step, then 12 events it never saw
+        now = datetime.now(UTC)
+        text = f"{SEED} Always end by naming the next step."
+        better = insert_candidate(
+            engine, "customer-care", {"system_prompt": text}, [1], None, "", [], now
+        )
+        mark_proposed(engine, "customer-care", [better.version], "beat the champion", now)
+        live_traffic(engine, llm_server, 12, seed=2)
+    finally:
+        engine.dispose()
+
+    waiting = sidecar(tmp_path, "shadow", **env, SIDECAR_SHADOW_MIN_PAIRS="50")
+    assert waiting.returncode == 0, waiting.stderr
+    assert waiting.stdout.splitlines() == [
+        "customer-care: pointwise shadow pass against champion v1; 24 metric calls, $0.0000",
+        f"v{better.version}  proposed -> shadow  12 pairs  mean delta +0.500  "
+        "collecting: 12 of 50 pairs",
+    ]
+    passed = sidecar(tmp_path, "shadow", "--json", **env, SIDECAR_SHADOW_MIN_PAIRS="10")
+    assert passed.returncode == 0, passed.stderr
+    report = json.loads(passed.stdout)
+    assert (report["prompt"], report["mode"], report["champion_version"]) == (
+        "customer-care",
+        "pointwise",
+        1,
+    )
+    assert (report["metric_calls"], report["stop_reason"]) == (0, None)  # replays cached
+    [outcome] = report["candidates"]
+    assert {k: outcome[k] for k in ("version", "status_before", "status_after", "pairs")} == {
+        "version": better.version,
+        "status_before": "shadow",
+        "status_after": "awaiting_approval",
+        "pairs": 12,
+    }
+    assert (outcome["mean_delta"], outcome["decision"]) == (0.5, "pass")
+    assert outcome["p_value"] < 0.05 and outcome["reason"].startswith("passed:")
+    shown = json.loads(sidecar(tmp_path, "show", str(better.version), "--json", **env).stdout)
+    assert (shown["status"], shown["evidence"]["shadow"]["n"]) == ("awaiting_approval", 12)
+
+    assert_one_line_error(sidecar(tmp_path, "shadow", "--prompt", "nope", **env), "'nope'")
+    unconfigured = {k: v for k, v in env.items() if k != "SIDECAR_CONFIG_FILE"}
+    assert_one_line_error(sidecar(tmp_path, "shadow", **unconfigured), "SIDECAR_CONFIG_FILE")
+    missing = {**env, "SIDECAR_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}"}
+    assert_one_line_error(sidecar(tmp_path, "shadow", **missing), "SIDECAR_DATABASE_URL")
+    assert not (tmp_path / "none.db").exists()

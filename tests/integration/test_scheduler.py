@@ -1,5 +1,5 @@
-"""The optimize job: runs on schedule, never overlaps itself, and on PostgreSQL only the replica
-holding the leader lock optimizes."""
+"""The optimize and shadow jobs: each runs on schedule, never overlaps itself, and on PostgreSQL
+only the replica holding that job's leader lock optimizes, or shadows."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from sqlalchemy import Engine, create_engine, select, text
 from sidecar.metrics import Metrics
 from sidecar.runtime.scheduler import OptimizeScheduler, trigger_for
 from sidecar.settings import PromptsConfig
-from sidecar.store.leadership import OPTIMIZER_LOCK
+from sidecar.store.candidates import candidates_of, insert_candidate, mark_proposed
+from sidecar.store.leadership import OPTIMIZER_LOCK, SHADOW_LOCK
 from sidecar.store.repository import seed_prompt, transaction
 from sidecar.store.tables import OptimizationRun
 from tests.helpers import metric_value, wait_until
 from tests.llm_server import LlmServer
-from tests.world import SEED, SPEC, seed_world, world_settings
+from tests.world import SEED, SPEC, live_traffic, seed_world, world_settings
 
 
 @pytest.fixture
@@ -91,3 +92,91 @@ def test_schedules_are_seconds_or_cron() -> None:
     assert trigger_for("90").interval.total_seconds() == 90
     cron = trigger_for("*/15 * * * *")
     assert str(cron.fields[6]) == "*/15"  # minute
+
+
+# --- the shadow job -----------------------------------------------------------------------------
+
+
+def shadowed_world(engine: Engine, server: LlmServer) -> int:
+    """A proposed version that names the next step (0.5 where the seed scores 0), and 12 events
+    received after it was created; its version."""
+    now = datetime.now(UTC)
+    text = f"{SEED} Always end by naming the next step."
+    better = insert_candidate(engine, SPEC.name, {"system_prompt": text}, [1], None, "", [], now)
+    mark_proposed(engine, SPEC.name, [better.version], "beat the champion", now)
+    live_traffic(engine, server, 12, seed=2)
+    return better.version
+
+
+def status_of(engine: Engine, version: int) -> str:
+    return candidates_of(engine, SPEC.name)[version].status
+
+
+def test_the_shadow_job_runs_passes_on_schedule(world: Engine, llm_server: LlmServer) -> None:
+    better = shadowed_world(world, llm_server)
+    metrics = Metrics()
+    config = PromptsConfig(prompts=[SPEC])
+    collecting = world_settings(llm_server.api_base, shadow_min_pairs=50)
+    OptimizeScheduler(world, collecting, config, metrics).shadow_once()
+    assert status_of(world, better) == "shadow"
+    assert metric_value(metrics, "candidates", prompt=SPEC.name, status="shadow") == 1
+    assert metric_value(metrics, "shadow_pairs", prompt=SPEC.name, version=str(better)) == 12
+
+    settings = world_settings(
+        llm_server.api_base, shadow_schedule="1", optimize_schedule="3600", shadow_min_pairs=10
+    )
+    scheduler = OptimizeScheduler(world, settings, config, metrics).start()
+    try:
+        wait_until(lambda: status_of(world, better) == "awaiting_approval", 60, "the gate")
+        wait_until(
+            lambda: metric_value(metrics, "shadow_passes_total", outcome="finished") >= 2,
+            60,
+            "the scheduled pass to finish",
+        )
+    finally:
+        scheduler.stop()
+    assert runs(world) == []  # the optimize job is not due
+    # the gauge follows the store, down to 0 for a status the version left
+    assert metric_value(metrics, "candidates", prompt=SPEC.name, status="shadow") == 0
+    assert metric_value(metrics, "candidates", prompt=SPEC.name, status="awaiting_approval") == 1
+    labels = {"prompt": SPEC.name, "version": str(better)}
+    assert metrics.registry.get_sample_value("gepa_sidecar_shadow_pairs", labels) is None
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_only_the_leader_shadows(world: Engine, llm_server: LlmServer, database_url: str) -> None:
+    better = shadowed_world(world, llm_server)
+    metrics = Metrics()
+    settings = world_settings(llm_server.api_base, shadow_min_pairs=10)
+    scheduler = OptimizeScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
+    other_replica = create_engine(database_url)
+    with other_replica.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SHADOW_LOCK})
+        scheduler.shadow_once()
+        assert status_of(world, better) == "proposed"
+        assert metric_value(metrics, "shadow_passes_total", outcome="not_leader") == 1
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SHADOW_LOCK})
+        connection.commit()
+    other_replica.dispose()
+    scheduler.shadow_once()
+    assert status_of(world, better) == "awaiting_approval"
+    assert metric_value(metrics, "shadow_passes_total", outcome="finished") == 1
+
+
+def test_a_failed_shadow_pass_is_counted_not_raised(
+    sqlite_url: str, migrated_engine: Callable[[str], Engine], llm_server: LlmServer
+) -> None:
+    engine = migrated_engine(sqlite_url)
+    seed_prompt(engine, SPEC.name, {"system_prompt": SEED}, datetime.now(UTC))
+    now = datetime.now(UTC)
+    insert_candidate(engine, SPEC.name, {"system_prompt": "Be kind."}, [1], None, "", [], now)
+    mark_proposed(engine, SPEC.name, [2], "beat the champion", now)
+    with transaction(engine) as connection:
+        connection.execute(text("DROP TABLE judgments"))
+        connection.execute(text("DROP TABLE events"))  # the store fails the pass's query
+    metrics = Metrics()
+    settings = world_settings(llm_server.api_base)
+    OptimizeScheduler(engine, settings, PromptsConfig(prompts=[SPEC]), metrics).shadow_once()
+    assert metric_value(metrics, "shadow_passes_total", outcome="failed") == 1
+    assert metric_value(metrics, "shadow_passes_total", outcome="finished") == 0
+    assert metric_value(metrics, "candidates", prompt=SPEC.name, status="shadow") == 1
