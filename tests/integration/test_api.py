@@ -1,12 +1,13 @@
 """The prompts API on a real uvicorn server (port 0) reached with httpx, over a real SQLite file
-and PostgreSQL: reads, the served document's ETag and 304, and a person's decisions behind the
-admin token (refused without it, and then nothing changes)."""
+and PostgreSQL: a person's decisions behind the admin token (refused without it, and then nothing
+changes), and the versions and candidates the store holds. The served document and the OpenAPI
+contract are in test_http.py."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,19 +18,14 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
-from sidecar.api.app import create_api
-from sidecar.events import PromptDocument
-from sidecar.metrics import Metrics
 from sidecar.promote.lifecycle import Actor, Status
-from sidecar.promote.served import ServedDocuments
-from sidecar.runtime.http import HttpServer
 from sidecar.store.candidates import candidates_of, insert_candidate, mark_proposed
 from sidecar.store.database import create_database_engine
 from sidecar.store.outbox import pending_outbox
 from sidecar.store.promotions import approve, audit_trail, transition
 from sidecar.store.repository import seed_prompt, transaction
 from sidecar.store.tables import AuditEntry, Candidate, OutboxEntry
-from tests import helpers
+from tests.integration.test_http import serving
 
 NAME = "customer-care"
 TOKEN = "an-admin-token-Ω-of-some-length"
@@ -37,37 +33,18 @@ TARGETS = ("file", "kafka", "http")
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 SHADOW = {"shadow_mean": 0.8, "champion_mean": 0.6, "n": 40, "p_value": 0.01}
 BASE = f"/v1/prompts/{NAME}"
+EDITS = itertools.count(1)
 
 
-class Ready:
-    def readiness(self) -> dict[str, bool]:
-        return {"database": True}
-
-
-@contextmanager
-def serving(engine: Engine | None, **options: Any) -> Iterator[httpx.Client]:
-    """The API over `engine` on a real server, and a client of it."""
-    api = create_api(Ready(), Metrics().registry, engine, **options)
-    server = HttpServer(api, "127.0.0.1", 0).start()
-    try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{server.port}", timeout=helpers.scaled(10)
-        ) as client:
-            yield client
-    finally:
-        server.stop()
-
-
-def bearer(token: str = TOKEN) -> dict[str, bytes]:
+def bearer(token: str = TOKEN) -> dict[bytes, bytes]:
     """The header as a client sends it: the token's UTF-8 bytes (httpx sends str as ASCII)."""
-    return {"Authorization": ("Bearer " + token).encode()}
+    return {b"Authorization": ("Bearer " + token).encode()}
 
 
 @dataclass
 class Api:
     client: httpx.Client
     engine: Engine
-    served: ServedDocuments
     means: dict[int, tuple[float, int]] = field(default_factory=dict)
     decisions: list[str] = field(default_factory=list)
 
@@ -84,23 +61,21 @@ def engine(database_url: str, migrated_engine: Callable[[str], Engine]) -> Engin
 
 @pytest.fixture
 def api(engine: Engine) -> Iterator[Api]:
-    served = ServedDocuments()
     means: dict[int, tuple[float, int]] = {}
     decisions: list[str] = []
     options: dict[str, Any] = {
-        "served": served,
         "admin_token": SecretStr(TOKEN),
         "publish_targets": TARGETS,
         "scores": lambda name: dict(means) if name == NAME else {},
         "on_decision": lambda: decisions.append("decided"),
     }
     with serving(engine, **options) as client:
-        yield Api(client, engine, served, means, decisions)
+        yield Api(client, engine, means, decisions)
 
 
 def add_version(engine: Engine, status: str) -> int:
     """A new version brought to `status` the way the optimizer and the shadow runner do."""
-    components = {"system_prompt": f"Help, {status}, {datetime.now(UTC).isoformat()}."}
+    components = {"system_prompt": f"Help, edit {next(EDITS)}."}
     version = insert_candidate(engine, NAME, components, [1], None, "edit", [], NOW).version
     path = ["proposed", "shadow", "awaiting_approval"]
     for step in path[: path.index(status) + 1] if status in path else []:
@@ -121,10 +96,11 @@ def statuses(engine: Engine) -> dict[int, str]:
 
 def snapshot(engine: Engine) -> list[list[Any]]:
     """Every row a decision writes: candidates, audit and outbox."""
+    models: list[Any] = [Candidate, AuditEntry, OutboxEntry]
     with transaction(engine) as connection:
         return [
             [tuple(row) for row in connection.execute(select(model).order_by(model.id))]
-            for model in (Candidate, AuditEntry, OutboxEntry)
+            for model in models
         ]
 
 
@@ -143,13 +119,13 @@ MUTATIONS = {
     "rollback": ("/rollback", {"by": "alice", "to": 1}),
 }
 
-UNAUTHORIZED = {
+UNAUTHORIZED: dict[str, dict[bytes, bytes]] = {
     "missing": {},
     "wrong": bearer("not-the-token"),
     "prefix": bearer(TOKEN[:-1]),
-    "basic scheme": {"Authorization": b"Basic " + TOKEN.encode()},
-    "no scheme": {"Authorization": TOKEN.encode()},
-    "empty bearer": {"Authorization": b"Bearer"},
+    "basic scheme": {b"Authorization": b"Basic " + TOKEN.encode()},
+    "no scheme": {b"Authorization": TOKEN.encode()},
+    "empty bearer": {b"Authorization": b"Bearer"},
 }
 
 
@@ -181,27 +157,32 @@ def test_with_no_token_configured_every_mutating_call_is_403_and_changes_nothing
     before = snapshot(engine)
     path, body = MUTATIONS[mutation]
     with serving(engine, admin_token=configured, publish_targets=TARGETS) as client:
-        for headers in ({}, bearer(), {"Authorization": b"Bearer"}):
-            response = client.post(BASE + path, json=body, headers=headers)
+        for credentials in ("missing", "empty bearer"):
+            response = client.post(BASE + path, json=body, headers=UNAUTHORIZED[credentials])
             assert response.status_code == 403
-            assert response.json() == {
-                "detail": "mutating calls are off: no SIDECAR_ADMIN_TOKEN is configured"
-            }
+        response = client.post(BASE + path, json=body, headers=bearer())
+        assert response.status_code == 403
+        assert response.json() == {
+            "detail": "mutating calls are off: no SIDECAR_ADMIN_TOKEN is configured"
+        }
     assert snapshot(engine) == before
 
 
 def test_the_token_is_checked_before_the_body(api: Api) -> None:
+    """Even a body that is not JSON (which FastAPI refuses before any dependency runs)."""
     path = f"{BASE}/candidates/1/reject"
-    for body in ({"by": "alice"}, "not json {"):
-        content = body if isinstance(body, str) else None
-        payload = None if isinstance(body, str) else body
-        refused = api.client.post(path, json=payload, content=content)
+    json_type = {b"Content-Type": b"application/json"}
+    for body in (b'{"by": "alice"}', b"not json {"):
+        refused = api.client.post(path, content=body, headers=json_type)
         assert refused.status_code == 401
-        invalid = api.client.post(path, json=payload, content=content, headers=bearer())
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+        invalid = api.client.post(path, content=body, headers={**json_type, **bearer()})
         assert invalid.status_code == 422
     assert api.post("/candidates/1/reject", {"by": "alice"}).json() == {
         "detail": "body.reason: Field required"
     }
+    broken = api.client.post(path, content=b"{", headers={**json_type, **bearer()})
+    assert broken.json() == {"detail": "body.1: JSON decode error"}
 
 
 def test_the_token_never_shows_in_logs_or_answers(
@@ -435,129 +416,3 @@ def test_without_a_working_database_store_routes_are_503(tmp_path: Path) -> None
                 assert client.get("/healthz").status_code == 200
     finally:
         unmigrated.dispose()
-
-
-# --- the served document ----------------------------------------------------------------------
-
-
-def document(version: int, text: str) -> PromptDocument:
-    return PromptDocument.build(
-        name=NAME, version=version, components={"system_prompt": text}, created_at=NOW
-    )
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[ServedDocuments, httpx.Client]]:
-    documents = ServedDocuments()
-    with serving(None, served=documents) as client:
-        yield documents, client
-
-
-def test_the_active_document_has_a_strong_etag_and_no_cache(
-    served: tuple[ServedDocuments, httpx.Client],
-) -> None:
-    documents, client = served
-    missing = client.get(f"{BASE}/active")
-    assert missing.status_code == 404
-    assert missing.json() == {
-        "detail": f"nothing is served for {NAME!r} here: not published to this replica (yet)"
-    }
-    current = document(2, "Help.")
-    documents.publish(current, 7)
-    response = client.get(f"{BASE}/active")
-    assert response.status_code == 200
-    assert response.headers["ETag"] == f'"{current.sha256}"'
-    assert response.headers["Cache-Control"] == "no-cache"
-    assert response.headers["content-type"] == "application/json"
-    assert PromptDocument.model_validate_json(response.content) == current
-
-
-@pytest.mark.parametrize(
-    ("if_none_match", "matches"),
-    [
-        ('"{sha}"', True),
-        ('W/"{sha}"', True),
-        ('"0000", "{sha}"', True),
-        ('"0000",W/"{sha}",  "1111"', True),
-        ("*", True),
-        ('"0000"', False),
-        ('"{sha}-gzip"', False),
-        ('W/"0000", "1111"', False),
-    ],
-)
-def test_if_none_match_gives_304_with_the_etag_and_no_body(
-    served: tuple[ServedDocuments, httpx.Client], if_none_match: str, matches: bool
-) -> None:
-    documents, client = served
-    current = document(2, "Help.")
-    documents.publish(current, 7)
-    header = if_none_match.format(sha=current.sha256)
-    response = client.get(f"{BASE}/active", headers={"If-None-Match": header})
-    assert response.headers["ETag"] == f'"{current.sha256}"'
-    assert response.headers["Cache-Control"] == "no-cache"
-    if matches:
-        assert (response.status_code, response.content) == (304, b"")
-    else:
-        assert response.status_code == 200
-        assert PromptDocument.model_validate_json(response.content) == current
-
-
-def test_an_old_etag_gets_the_new_document_once_it_changes(
-    served: tuple[ServedDocuments, httpx.Client],
-) -> None:
-    documents, client = served
-    documents.publish(document(2, "Help."), 7)
-    old = client.get(f"{BASE}/active").headers["ETag"]
-    assert client.get(f"{BASE}/active", headers={"If-None-Match": old}).status_code == 304
-    rolled = document(3, "Help, kindly.")
-    documents.publish(rolled, 8)
-    response = client.get(f"{BASE}/active", headers={"If-None-Match": old})
-    assert response.status_code == 200
-    assert response.headers["ETag"] == f'"{rolled.sha256}"' != old
-    assert PromptDocument.model_validate_json(response.content) == rolled
-    assert (
-        client.get(f"{BASE}/active", headers={"If-None-Match": f'"{rolled.sha256}"'}).status_code
-        == 304
-    )
-
-
-# --- the contract -----------------------------------------------------------------------------
-
-
-def test_docs_and_the_openapi_schema_document_every_body(
-    served: tuple[ServedDocuments, httpx.Client],
-) -> None:
-    _, client = served
-    docs = client.get("/docs")
-    assert docs.status_code == 200
-    assert "swagger-ui" in docs.text and "/openapi.json" in docs.text
-    schema = client.get("/openapi.json").json()
-    paths = schema["paths"]
-
-    def body_of(path: str, method: str, status: str) -> Any:
-        return paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
-
-    decisions = {
-        "/v1/prompts/{name}/candidates/{version}/approve": "ApproveRequest",
-        "/v1/prompts/{name}/candidates/{version}/reject": "RejectRequest",
-        "/v1/prompts/{name}/rollback": "RollbackRequest",
-    }
-    for path, request in decisions.items():
-        operation = paths[path]["post"]
-        assert body_of(path, "post", "200") == {"$ref": "#/components/schemas/DecisionResult"}
-        for status in ("401", "403", "404", "409", "422"):
-            assert body_of(path, "post", status) == {"$ref": "#/components/schemas/ErrorBody"}
-        requested = operation["requestBody"]["content"]["application/json"]["schema"]
-        assert requested == {"$ref": f"#/components/schemas/{request}"}
-        assert operation["security"] == [{"HTTPBearer": []}]
-    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    active = "/v1/prompts/{name}/active"
-    assert body_of(active, "get", "200") == {"$ref": "#/components/schemas/PromptDocument"}
-    assert "304" in paths[active]["get"]["responses"]
-    assert body_of("/v1/prompts/{name}/versions/{version}", "get", "200") == {
-        "$ref": "#/components/schemas/CandidateView"
-    }
-    assert body_of("/v1/prompts", "get", "200")["items"] == {
-        "$ref": "#/components/schemas/PromptSummary"
-    }
-    assert body_of("/readyz", "get", "503") == {"$ref": "#/components/schemas/ReadinessBody"}

@@ -1,30 +1,38 @@
-"""The HTTP API on a real uvicorn server (port 0) reached with httpx, and a whole App."""
+"""The HTTP server (port 0, reached with httpx): health, readiness, metrics, the served prompt
+document with its ETag and 304, the OpenAPI contract and /docs, and a whole App. The store-backed
+routes and decisions are in test_api.py."""
 
 from __future__ import annotations
 
 import random
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from sidecar.api.app import create_api
 from sidecar.errors import ConfigError
+from sidecar.events import PromptDocument
 from sidecar.metrics import MAX_PROMPT_LABELS, OVERFLOW_LABEL, UNKNOWN_PROMPT, Metrics
+from sidecar.promote.served import ServedDocuments
 from sidecar.runtime.app import App
 from sidecar.runtime.http import HttpServer
-from sidecar.store.candidates import insert_candidate
-from sidecar.store.repository import seed_prompt
 from tests import helpers
 from tests.conftest import Topics
 
 CONSUMED = "gepa_sidecar_events_consumed"
+NAME = "customer-care"
+ACTIVE = f"/v1/prompts/{NAME}/active"
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -44,17 +52,30 @@ class Served:
     client: httpx.Client
 
 
-@pytest.fixture
-def served() -> Iterator[Served]:
-    checks, metrics = Checks(), Metrics()
-    server = HttpServer(create_api(checks, metrics.registry), "127.0.0.1", 0).start()
+@contextmanager
+def serving(
+    engine: Engine | None,
+    checks: Checks | None = None,
+    registry: CollectorRegistry | None = None,
+    **options: Any,
+) -> Iterator[httpx.Client]:
+    """`create_api(…, **options)` on a real server (port 0), and a client of it."""
+    api = create_api(checks or Checks(), registry or Metrics().registry, engine, **options)
+    server = HttpServer(api, "127.0.0.1", 0).start()
     try:
         with httpx.Client(
             base_url=f"http://127.0.0.1:{server.port}", timeout=helpers.scaled(10)
         ) as client:
-            yield Served(checks, metrics, client)
+            yield client
     finally:
         server.stop()
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    checks, metrics = Checks(), Metrics()
+    with serving(None, checks, registry=metrics.registry) as client:
+        yield Served(checks, metrics, client)
 
 
 def consumed_samples(text: str) -> dict[tuple[str, str], float]:
@@ -165,29 +186,126 @@ def test_app_consumes_and_counts(kafka_bootstrap: str, topics: Topics, sqlite_ur
     assert not thread.is_alive()
 
 
-def test_candidates_and_versions_are_served_with_their_flags(
-    database_url: str, migrated_engine: Callable[[str], Engine]
-) -> None:
-    engine = migrated_engine(database_url)
-    now = datetime.now(UTC)
-    seed_prompt(engine, "customer-care", {"system_prompt": "Help."}, now)
-    flag = "copies user text into system_prompt: 'my account number is 99812-771 and my mother'"
-    insert_candidate(
-        engine, "customer-care", {"system_prompt": "Help more."}, [1], None, "x", [flag], now
+# --- the served document ----------------------------------------------------------------------
+
+
+def document(version: int, text: str) -> PromptDocument:
+    return PromptDocument.build(
+        name=NAME, version=version, components={"system_prompt": text}, created_at=NOW
     )
-    server = HttpServer(create_api(Checks(), Metrics().registry, engine), "127.0.0.1", 0).start()
-    try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{server.port}", timeout=helpers.scaled(10)
-        ) as client:
-            listed = client.get("/v1/prompts/customer-care/candidates").json()
-            assert [(c["version"], c["status"]) for c in listed] == [(1, "active"), (2, "pool")]
-            pooled = client.get("/v1/prompts/customer-care/candidates", params={"status": "pool"})
-            assert [c["version"] for c in pooled.json()] == [2]
-            shown = client.get("/v1/prompts/customer-care/versions/2").json()
-            assert shown["flags"] == [flag] and shown["parents"] == [1]
-            assert client.get("/v1/prompts/customer-care/versions/9").status_code == 404
-            missing = client.get("/v1/prompts/nope/candidates")
-            assert missing.status_code == 404 and "nope" in missing.json()["detail"]
-    finally:
-        server.stop()
+
+
+@pytest.fixture
+def documents() -> Iterator[tuple[ServedDocuments, httpx.Client]]:
+    """A server of the documents this replica serves (no database: /active needs none)."""
+    served = ServedDocuments()
+    with serving(None, served=served) as client:
+        yield served, client
+
+
+def test_the_active_document_has_a_strong_etag_and_no_cache(
+    documents: tuple[ServedDocuments, httpx.Client],
+) -> None:
+    served, client = documents
+    missing = client.get(ACTIVE)
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "detail": f"nothing is served for {NAME!r} here: not published to this replica (yet)"
+    }
+    current = document(2, "Help.")
+    served.publish(current, 7)
+    response = client.get(ACTIVE)
+    assert response.status_code == 200
+    assert response.headers["ETag"] == f'"{current.sha256}"'
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["content-type"] == "application/json"
+    assert PromptDocument.model_validate_json(response.content) == current
+
+
+@pytest.mark.parametrize(
+    ("if_none_match", "matches"),
+    [
+        ('"{sha}"', True),
+        ('W/"{sha}"', True),
+        ('"0000", "{sha}"', True),
+        ('"0000",W/"{sha}",  "1111"', True),
+        ("*", True),
+        ('"0000"', False),
+        ('"{sha}-gzip"', False),
+        ('W/"0000", "1111"', False),
+    ],
+)
+def test_if_none_match_gives_304_with_the_etag_and_no_body(
+    documents: tuple[ServedDocuments, httpx.Client], if_none_match: str, matches: bool
+) -> None:
+    served, client = documents
+    current = document(2, "Help.")
+    served.publish(current, 7)
+    header = if_none_match.format(sha=current.sha256)
+    response = client.get(ACTIVE, headers={"If-None-Match": header})
+    assert response.headers["ETag"] == f'"{current.sha256}"'
+    assert response.headers["Cache-Control"] == "no-cache"
+    if matches:
+        assert (response.status_code, response.content) == (304, b"")
+    else:
+        assert response.status_code == 200
+        assert PromptDocument.model_validate_json(response.content) == current
+
+
+def test_an_old_etag_gets_the_new_document_once_it_changes(
+    documents: tuple[ServedDocuments, httpx.Client],
+) -> None:
+    served, client = documents
+    served.publish(document(2, "Help."), 7)
+    old = client.get(ACTIVE).headers["ETag"]
+    assert client.get(ACTIVE, headers={"If-None-Match": old}).status_code == 304
+    rolled = document(3, "Help, kindly.")
+    served.publish(rolled, 8)
+    response = client.get(ACTIVE, headers={"If-None-Match": old})
+    assert response.status_code == 200
+    assert response.headers["ETag"] == f'"{rolled.sha256}"' != old
+    assert PromptDocument.model_validate_json(response.content) == rolled
+    again = client.get(ACTIVE, headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304
+
+
+# --- the contract -----------------------------------------------------------------------------
+
+
+def test_docs_and_the_openapi_schema_document_every_body(
+    documents: tuple[ServedDocuments, httpx.Client],
+) -> None:
+    _, client = documents
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger-ui" in docs.text and "/openapi.json" in docs.text
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+
+    def body_of(path: str, method: str, status: str) -> Any:
+        return paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
+
+    decisions = {
+        "/v1/prompts/{name}/candidates/{version}/approve": "ApproveRequest",
+        "/v1/prompts/{name}/candidates/{version}/reject": "RejectRequest",
+        "/v1/prompts/{name}/rollback": "RollbackRequest",
+    }
+    for path, request in decisions.items():
+        operation = paths[path]["post"]
+        assert body_of(path, "post", "200") == {"$ref": "#/components/schemas/DecisionResult"}
+        for status in ("401", "403", "404", "409", "422"):
+            assert body_of(path, "post", status) == {"$ref": "#/components/schemas/ErrorBody"}
+        requested = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert requested == {"$ref": f"#/components/schemas/{request}"}
+        assert operation["security"] == [{"HTTPBearer": []}]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    active = "/v1/prompts/{name}/active"
+    assert body_of(active, "get", "200") == {"$ref": "#/components/schemas/PromptDocument"}
+    assert "304" in paths[active]["get"]["responses"]
+    assert body_of("/v1/prompts/{name}/versions/{version}", "get", "200") == {
+        "$ref": "#/components/schemas/CandidateView"
+    }
+    assert body_of("/v1/prompts", "get", "200")["items"] == {
+        "$ref": "#/components/schemas/PromptSummary"
+    }
+    assert body_of("/readyz", "get", "503") == {"$ref": "#/components/schemas/ReadinessBody"}
