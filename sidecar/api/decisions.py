@@ -3,8 +3,9 @@
 Status codes: 401/403 from the guard before anything else; 422 for a malformed body; 404 when
 the prompt or version does not exist; 409 when the request is well formed but the version's or
 prompt's current state forbids it (an illegal move, a version that needs `force`, nothing to roll
-back to, or a decision raced by another one: read again and retry). An activation wakes the
-publisher (`on_decision`) once it has committed, so targets do not wait for its next poll."""
+back to, or a decision raced by another one: read again and retry). Every committed decision
+calls `on_decision` (the App wakes the publisher, so an activation reaches the targets without
+waiting for its next poll)."""
 
 from __future__ import annotations
 
