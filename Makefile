@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 RELIABILITY_ROUNDS ?= 5
-RELIABILITY_TESTS := tests/integration/test_crash.py tests/integration/test_outages.py
+RELIABILITY_TESTS := tests/integration/test_crash.py tests/integration/test_publish_crash.py tests/integration/test_outages.py
 
 .PHONY: install demo test test-fast lint bench reliability clean
 

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
 
     publish_dir: Path = Path("./prompts")
     publish_targets: Annotated[tuple[PublishTarget, ...], NoDecode] = ("file", "kafka", "http")
-    publish_poll_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+    publish_poll_interval_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 1.0
     admin_token: SecretStr | None = None
     http_host: str = "0.0.0.0"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8080

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, text
 from sidecar.runtime.kafka import ensure_topics, kafka_cluster
 from sidecar.store.database import create_database_engine, migrate
 from tests.llm_server import LlmServer
+from tests.processes import Start, sidecar_processes
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -94,3 +95,9 @@ def llm_server() -> Iterator[LlmServer]:
     """Our deterministic OpenAI-compatible server, reached through litellm like a provider."""
     with LlmServer() as server:
         yield server
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path) -> Iterator[Start]:
+    """start(env) runs `gepa-sidecar run` in tmp_path; what is still running is killed after."""
+    yield from sidecar_processes(tmp_path)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -121,6 +123,8 @@ def sidecar_settings(bootstrap: str, topics: Any, database_url: str, **overrides
         "kafka_heartbeat_interval_ms": 1000,
         "http_port": 0,
         "http_host": "127.0.0.1",
+        "prompts_topic": f"{topics.traffic}.prompts",
+        "publish_dir": Path(tempfile.mkdtemp(prefix="gepa-published-")),
     }
     values.update(overrides)
     return load_settings(**values)
@@ -129,3 +133,33 @@ def sidecar_settings(bootstrap: str, topics: Any, database_url: str, **overrides
 def metric_value(metrics: Metrics, name: str, **labels: str) -> float:
     """A sample of the sidecar's registry (0 when the series does not exist yet)."""
     return metrics.registry.get_sample_value(PREFIX + name, labels) or 0.0
+
+
+def records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of the topic up to its end offsets when asked (not a wait for a count)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        found: list[Any] = []
+        deadline = time.monotonic() + scaled(20)
+        while any(consumer.position(p) < ends[p] for p in partitions):
+            assert time.monotonic() < deadline, "the topic did not read to its end"
+            for batch in consumer.poll(timeout_ms=200).values():
+                found.extend(batch)
+        return found
+    finally:
+        consumer.close()
+
+
+def activations(bootstrap: str, topic: str) -> list[tuple[int, int]]:
+    """(version, activation id) of each record, in topic order."""
+    return [
+        (
+            json.loads(record.value)["version"],
+            int(dict(record.headers)["gepa-activation"]),
+        )
+        for record in records(bootstrap, topic)
+    ]

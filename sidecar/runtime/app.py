@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from sidecar.api.app import create_api
 from sidecar.errors import ConfigError
 from sidecar.ingest.consumer import TrafficConsumer
+from sidecar.judge.judge import judge_for
 from sidecar.judge.worker import JudgeWorker
 from sidecar.llm.gateway import Gateway
 from sidecar.metrics import Metrics
+from sidecar.optimize.evaluation import evaluation_key
 from sidecar.promote.publishers import FilePublisher, KafkaPublisher, Publisher
 from sidecar.promote.relay import OutboxRelay
 from sidecar.promote.served import ServedDocuments
@@ -21,6 +23,7 @@ from sidecar.runtime.http import HttpServer
 from sidecar.runtime.kafka import ensure_topics
 from sidecar.runtime.scheduler import OptimizeScheduler
 from sidecar.settings import PromptsConfig, Settings, load_prompts_config
+from sidecar.store.candidates import candidate_means
 from sidecar.store.database import create_database_engine, migrate, ping
 from sidecar.store.repository import seed_prompt
 
@@ -69,7 +72,16 @@ class App:
             stack.callback(self.engine.dispose)
             migrate(self.engine)
             self._seed_prompts()
-            api = create_api(self, self.metrics.registry, self.engine)
+            api = create_api(
+                self,
+                self.metrics.registry,
+                self.engine,
+                served=self.served,
+                admin_token=self.settings.admin_token,
+                publish_targets=self.settings.publish_targets,
+                scores=self._scores,
+                on_decision=self._decided,
+            )
             self.http = HttpServer(api, self.settings.http_host, self.settings.http_port).start()
             stack.callback(self.http.stop)
             ensure_topics(
@@ -100,6 +112,19 @@ class App:
                 self.consumer.stop()
             self.consumer.run()
             log.info("sidecar stopped")
+
+    def _scores(self, name: str) -> dict[int, tuple[float, int]]:
+        """Mean replayed scores per version, under the key `show --json` reads them with."""
+        spec = next((spec for spec in self.prompts.prompts if spec.name == name), None)
+        if spec is None:
+            return {}
+        key = evaluation_key(self.gateway, judge_for(self.gateway, spec), spec)
+        return candidate_means(self.engine, name, key)
+
+    def _decided(self) -> None:
+        """A decision was committed through the API: deliver it now, not at the next poll."""
+        if self.relay is not None:
+            self.relay.wake()
 
     def _publishers(self) -> dict[str, Publisher]:
         """The configured targets; the relay's start-up tick republishes the active versions."""

@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import httpx
 import pytest
 from kafka import KafkaAdminClient
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, make_url, text
 
 from sidecar.ingest.consumer import COMMIT_INTERVAL_S, POLL_TIMEOUT_MS
@@ -36,78 +31,10 @@ from sidecar.store.database import create_database_engine
 from sidecar.store.repository import count_stored_events, ingest_totals, stored_event_ids
 from tests.conftest import Topics
 from tests.helpers import encode, make_event, produce, scaled, wait_until
+from tests.processes import PAUSED, Sidecar, Start, sidecar_env
 
 BEFORE_LOCK = 200  # stored and committed before the database is locked
 TOTAL = 1000  # the rest arrives while the writer is stalled
-SERVING = re.compile(rb"sidecar serving on port (\d+)")
-PAUSED = "gepa_sidecar_ingest_paused"  # 1 while fetched records wait for the writer
-
-
-def sidecar_env(kafka_bootstrap: str, topics: Topics, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
-    env.update(
-        SIDECAR_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        SIDECAR_TRAFFIC_TOPIC=topics.traffic,
-        SIDECAR_DLQ_TOPIC=topics.dlq,
-        SIDECAR_CONSUMER_GROUP=topics.group,
-        SIDECAR_DATABASE_URL=database_url,
-        SIDECAR_KAFKA_SESSION_TIMEOUT_MS="6000",
-        SIDECAR_KAFKA_HEARTBEAT_INTERVAL_MS="1000",
-        SIDECAR_INGEST_BATCH_SIZE="20",
-        SIDECAR_HTTP_PORT="0",
-        SIDECAR_HTTP_HOST="127.0.0.1",
-    )
-    return env
-
-
-@dataclass(frozen=True)
-class Sidecar:
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def metric(self, name: str) -> float | None:
-        """One unlabelled sample of the process's /metrics (None before the server is up)."""
-        found = SERVING.search(self.log.read_bytes())
-        if found is None:
-            return None
-        url = f"http://127.0.0.1:{int(found[1])}/metrics"
-        page = httpx.get(url, timeout=scaled(10)).text
-        for family in text_string_to_metric_families(page):
-            for sample in family.samples:
-                if sample.name == name and not sample.labels:
-                    return sample.value
-        return None
-
-    def paused(self) -> bool:
-        return self.metric(PAUSED) == 1.0
-
-
-Start = Callable[[dict[str, str]], Sidecar]
-
-
-@pytest.fixture
-def start_sidecar(tmp_path: Path) -> Iterator[Start]:
-    started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
-
-    def start(env: dict[str, str]) -> Sidecar:
-        path = tmp_path / f"sidecar-{len(started)}.log"
-        log = path.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "run"],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        started.append((process, log))
-        return Sidecar(process, path)
-
-    yield start
-    for process, log in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @pytest.fixture

@@ -4,16 +4,12 @@ and delivering it, or between delivering and marking it delivered."""
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine
 
 from sidecar.events import PromptDocument
@@ -28,7 +24,7 @@ from sidecar.store.candidates import insert_candidate, mark_proposed
 from sidecar.store.outbox import begin_attempt, pending_outbox
 from sidecar.store.promotions import approve, reject, rollback, transition
 from sidecar.store.repository import seed_prompt
-from tests.helpers import metric_value, scaled, wait_until
+from tests.helpers import activations, metric_value, wait_until
 
 NAME = "customer-care"
 World = tuple[Engine, Settings, Path]
@@ -37,36 +33,6 @@ TARGETS = ("file", "kafka", "http")
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def records(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of the topic up to its end offsets when asked (not a wait for a count)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        found: list[Any] = []
-        deadline = time.monotonic() + scaled(20)
-        while any(consumer.position(p) < ends[p] for p in partitions):
-            assert time.monotonic() < deadline, "the topic did not read to its end"
-            for batch in consumer.poll(timeout_ms=200).values():
-                found.extend(batch)
-        return found
-    finally:
-        consumer.close()
-
-
-def activations(bootstrap: str, topic: str) -> list[tuple[int, int]]:
-    """(version, activation id) of each record, in topic order."""
-    return [
-        (
-            json.loads(record.value)["version"],
-            int(dict(record.headers)["gepa-activation"]),
-        )
-        for record in records(bootstrap, topic)
-    ]
 
 
 def awaiting(engine: Engine, components: dict[str, str]) -> int:
