@@ -20,7 +20,6 @@ from sidecar.api.models import (
 )
 from sidecar.events import PromptDocument
 from sidecar.optimize.lineage import candidate_view
-from sidecar.promote.documents import aware
 from sidecar.promote.lifecycle import Status
 from sidecar.promote.served import ServedDocuments
 from sidecar.store.candidates import candidates_of, status_counts
@@ -83,12 +82,7 @@ def prompt_routes(
     def views(name: str, candidates: list[Candidate]) -> list[CandidateView]:
         means = scores(name) if scores is not None else {}
         return [
-            CandidateView.model_validate(
-                candidate_view(
-                    candidate.model_copy(update={"created_at": aware(candidate.created_at)}),
-                    means.get(candidate.version),
-                )
-            )
+            CandidateView.model_validate(candidate_view(candidate, means.get(candidate.version)))
             for candidate in sorted(candidates, key=lambda candidate: candidate.version)
         ]
 

@@ -3,9 +3,9 @@ gives machine output. Commands other than `run`, `demo` and `broker` are clients
 database a running sidecar uses.
 
 One module per concern, each with a `register(cli)` that adds its commands: service (run,
-broker, demo, status), judging (judge-eval), optimizing (optimize), reading (candidates, show,
-diff, lineage, export), deciding (approve, reject, rollback). Shared options and helpers live in
-`common`."""
+broker, demo, status), judging (judge-eval), optimizing (optimize, shadow), reading (candidates,
+show, diff, lineage, export), deciding (approve, reject, rollback). Shared options and helpers
+live in `common`."""
 
 from __future__ import annotations
 

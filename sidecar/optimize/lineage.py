@@ -7,6 +7,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from sidecar.store.database import aware
 from sidecar.store.tables import Candidate
 
 
@@ -23,7 +24,7 @@ def candidate_view(candidate: Candidate, score: tuple[float, int] | None = None)
         "mutation_summary": candidate.mutation_summary,
         "origin_run_id": candidate.origin_run_id,
         "sha256": candidate.sha256,
-        "created_at": candidate.created_at.isoformat(),
+        "created_at": aware(candidate.created_at).isoformat(),
         "approved_by": candidate.approved_by,
         "mean_score": round(score[0], 4) if score else None,
         "evaluations": score[1] if score else 0,

@@ -3,10 +3,11 @@ the JSON text the file target writes (DSPy's saved-program shape is in `dspy_exp
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, overload
+from datetime import datetime
+from typing import Any
 
 from sidecar.events import PromptDocument
+from sidecar.store.database import aware
 from sidecar.store.tables import Candidate
 
 DOCUMENT_EVIDENCE = ("shadow_mean", "champion_mean", "n", "p_value", "mean_delta", "mode")
@@ -21,17 +22,6 @@ def document_evidence(candidate: Candidate) -> dict[str, Any] | None:
     if evidence.get("forced"):
         figures["forced"] = True
     return figures or None
-
-
-@overload
-def aware(moment: datetime) -> datetime: ...
-@overload
-def aware(moment: None) -> None: ...
-def aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back without their zone; the store writes them all in UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def document_for(

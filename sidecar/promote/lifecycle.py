@@ -108,7 +108,8 @@ def check_transition(
     if to == Status.APPROVED and now in UNGATED and not force:
         raise IllegalTransition(
             f"v{version} is {now} and has not passed the shadow gate: "
-            "approve with --force to override (audited as forced)"
+            'approving it anyway needs force (--force, or "force": true over HTTP) and is '
+            "audited as forced"
         )
 
 

@@ -21,7 +21,7 @@ from sidecar.promote.relay import OutboxRelay
 from sidecar.promote.served import ServedDocuments
 from sidecar.runtime.http import HttpServer
 from sidecar.runtime.kafka import ensure_topics
-from sidecar.runtime.scheduler import OptimizeScheduler
+from sidecar.runtime.scheduler import JobScheduler
 from sidecar.settings import PromptsConfig, Settings, load_prompts_config
 from sidecar.store.candidates import candidate_means
 from sidecar.store.database import create_database_engine, migrate, ping
@@ -48,7 +48,7 @@ class App:
         self.consumer: TrafficConsumer | None = None
         self.gateway = Gateway(settings, self.metrics)
         self.judge: JudgeWorker | None = None
-        self.scheduler: OptimizeScheduler | None = None
+        self.scheduler: JobScheduler | None = None
         self.served = ServedDocuments()
         self.relay: OutboxRelay | None = None
         self._stopping = threading.Event()
@@ -104,7 +104,7 @@ class App:
             # must not delay serving HTTP and consuming.
             self.judge = JudgeWorker(self.engine, self.gateway, self.prompts, self.metrics).start()
             stack.callback(self.judge.stop)
-            self.scheduler = OptimizeScheduler(
+            self.scheduler = JobScheduler(
                 self.engine, self.settings, self.prompts, self.metrics
             ).start()
             stack.callback(self.scheduler.stop)

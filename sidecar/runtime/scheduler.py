@@ -35,7 +35,7 @@ def trigger_for(schedule: str) -> IntervalTrigger | CronTrigger:
     return CronTrigger.from_crontab(schedule, timezone="UTC")
 
 
-class OptimizeScheduler:
+class JobScheduler:
     """Owns the background scheduler and its two jobs; `start()` and `stop()` bracket `run`."""
 
     def __init__(
@@ -47,7 +47,7 @@ class OptimizeScheduler:
         self.metrics = metrics
         self._scheduler = BackgroundScheduler(timezone="UTC")
 
-    def start(self) -> OptimizeScheduler:
+    def start(self) -> JobScheduler:
         if self.prompts.prompts:
             self._scheduler.add_job(
                 self.run_once,

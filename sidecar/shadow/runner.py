@@ -33,11 +33,11 @@ from sidecar.llm.gateway import Gateway
 from sidecar.metrics import Metrics
 from sidecar.optimize.budget import Budget, BudgetGuard
 from sidecar.optimize.evaluation import Evaluator
-from sidecar.promote.documents import aware
 from sidecar.promote.lifecycle import Actor, Status
 from sidecar.settings import PromptSpec, Settings
 from sidecar.shadow.gate import GateDecision, GateRules, Pair, decide
 from sidecar.store.candidates import Scored, candidates_of
+from sidecar.store.database import aware
 from sidecar.store.promotions import transition
 from sidecar.store.shadow import (
     Compared,

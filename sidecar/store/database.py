@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, overload
 
 from alembic import command
 from alembic.config import Config
@@ -68,3 +69,14 @@ def ping(engine: Engine) -> bool:
 def first_line(exc: BaseException) -> str:
     """A driver error in one line, for the one-line errors operators see."""
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@overload
+def aware(moment: datetime) -> datetime: ...
+@overload
+def aware(moment: None) -> None: ...
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without their zone; the store writes them all in UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

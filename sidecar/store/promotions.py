@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, update
 
 from sidecar.errors import InputError
-from sidecar.promote.documents import aware, document_for
+from sidecar.promote.documents import document_for
 from sidecar.promote.lifecycle import (
     Action,
     Actor,
@@ -33,6 +33,7 @@ from sidecar.promote.lifecycle import (
     never_breeds,
     sources,
 )
+from sidecar.store.database import aware
 from sidecar.store.outbox import enqueue
 from sidecar.store.repository import dialect_insert, transaction
 from sidecar.store.tables import AuditEntry, Candidate, OutboxEntry
@@ -200,15 +201,6 @@ def transition(
         action = action_for(row.status, target, actor)
         _audit(connection, row, (row.status, target), action, by, reason, now)
     return True
-
-
-def set_shadow_evidence(engine: Engine, name: str, version: int, figures: dict[str, Any]) -> bool:
-    """Record the shadow runner's figures so far (evidence["shadow"]) without a move. False when
-    the version changed status meanwhile: the figures then no longer describe where it stands."""
-    with transaction(engine) as connection:
-        row = _candidate(connection, name, version)
-        evidence = {**(row.evidence or {}), "shadow": figures}
-        return _compare_and_set(connection, row, row.status, evidence=evidence)
 
 
 def active_documents(engine: Engine) -> dict[str, dict[str, Any]]:

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
-from sidecar.promote.documents import aware
 from sidecar.store.candidates import IN_CHUNK
+from sidecar.store.database import aware
 from sidecar.store.repository import dialect_insert, transaction
 from sidecar.store.tables import AuditEntry, Candidate, Comparison, Event
 

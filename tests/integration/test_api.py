@@ -239,8 +239,8 @@ def test_approving_an_ungated_version_needs_force_and_is_audited_as_forced(api: 
     refused = api.post(f"/candidates/{v2}/approve", {"by": "alice"})
     assert refused.status_code == 409
     assert refused.json()["detail"] == (
-        f"v{v2} is proposed and has not passed the shadow gate: approve with --force to override "
-        "(audited as forced)"
+        f"v{v2} is proposed and has not passed the shadow gate: approving it anyway needs force "
+        '(--force, or "force": true over HTTP) and is audited as forced'
     )
     assert snapshot(api.engine) == before and api.decisions == []
 

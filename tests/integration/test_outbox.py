@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from sidecar.errors import InputError, StoreError
-from sidecar.promote.documents import aware
+from sidecar.store.database import aware
 from sidecar.store.outbox import (
     begin_attempt,
     enqueue,

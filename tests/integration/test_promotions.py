@@ -14,9 +14,10 @@ from sqlalchemy import Engine, event, select
 
 from sidecar.errors import InputError
 from sidecar.optimize.engine import warm_pool
-from sidecar.promote.documents import aware, document_for
+from sidecar.promote.documents import document_for
 from sidecar.promote.lifecycle import Actor, IllegalTransition
 from sidecar.store.candidates import candidates_of, insert_candidate, mark_proposed
+from sidecar.store.database import aware
 from sidecar.store.outbox import pending_outbox
 from sidecar.store.promotions import (
     active_documents,
@@ -27,10 +28,10 @@ from sidecar.store.promotions import (
     never_breed,
     reject,
     rollback,
-    set_shadow_evidence,
     transition,
 )
 from sidecar.store.repository import seed_prompt, transaction
+from sidecar.store.shadow import keep_shadow_figures
 from sidecar.store.tables import AuditEntry, Candidate, OutboxEntry
 
 NAME = "customer-care"
@@ -70,6 +71,11 @@ def runner(engine: Engine, version: int, target: str, **options: Any) -> bool:
         engine, NAME, version, target, actor=Actor.SHADOW, by="shadow", reason="gate", now=NOW,
         **options,
     )  # fmt: skip
+
+
+def runner_figures(engine: Engine, version: int, figures: dict[str, Any]) -> None:
+    """The shadow runner's figures so far, kept while the version stays in shadow."""
+    assert keep_shadow_figures(engine, NAME, version, figures)
 
 
 def statuses(engine: Engine) -> dict[int, str]:
@@ -150,8 +156,8 @@ def test_approving_without_force_what_the_gate_never_passed_fails_and_changes_no
     with pytest.raises(IllegalTransition) as raised:
         approve_now(engine, v2)
     assert str(raised.value) == (
-        f"v{v2} is proposed and has not passed the shadow gate: approve with --force to override "
-        "(audited as forced)"
+        f"v{v2} is proposed and has not passed the shadow gate: approving it anyway needs force "
+        '(--force, or "force": true over HTTP) and is audited as forced'
     )
     assert snapshot(engine) == before
 
@@ -160,7 +166,7 @@ def test_a_forced_approval_is_audited_as_forced_and_says_so_in_the_document(
     engine: Engine,
 ) -> None:
     v2 = add_version(engine, "shadow")
-    set_shadow_evidence(engine, NAME, v2, {"n": 3})
+    runner_figures(engine, v2, {"n": 3})
     activation = approve_now(engine, v2, force=True, note="hotfix for the outage")
     row = candidates_of(engine, NAME)[v2]
     assert row.status == "active"
@@ -219,7 +225,7 @@ def test_a_person_rejects_with_a_reason_and_the_version_can_never_be_approved(
 def test_the_shadow_runner_moves_versions_and_never_approves(engine: Engine) -> None:
     v2 = add_version(engine, "proposed")
     assert runner(engine, v2, "shadow", evidence={"pareto_mean": 0.9, "shadow": {"n": 0}})
-    assert set_shadow_evidence(engine, NAME, v2, {"n": 12, "shadow_mean": 0.7})
+    runner_figures(engine, v2, {"n": 12, "shadow_mean": 0.7})
     row = candidates_of(engine, NAME)[v2]
     assert (row.status, row.evidence) == (
         "shadow",

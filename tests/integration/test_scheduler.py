@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
 from sidecar.metrics import Metrics
-from sidecar.runtime.scheduler import OptimizeScheduler, trigger_for
+from sidecar.runtime.scheduler import JobScheduler, trigger_for
 from sidecar.settings import PromptsConfig
 from sidecar.store.candidates import candidates_of, insert_candidate, mark_proposed
 from sidecar.store.leadership import OPTIMIZER_LOCK, SHADOW_LOCK
@@ -40,7 +40,7 @@ def runs(engine: Engine) -> list[OptimizationRun]:
 def test_the_job_runs_on_schedule_without_overlapping(world: Engine, llm_server: LlmServer) -> None:
     metrics = Metrics()
     settings = world_settings(llm_server.api_base, optimize_schedule="1", optimize_patience=2)
-    scheduler = OptimizeScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics).start()
+    scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics).start()
     try:
         wait_until(
             lambda: len([r for r in runs(world) if r.status == "finished"]) >= 2, 60, "2 runs"
@@ -60,7 +60,7 @@ def test_the_job_runs_on_schedule_without_overlapping(world: Engine, llm_server:
 def test_only_the_leader_optimizes(world: Engine, llm_server: LlmServer, database_url: str) -> None:
     metrics = Metrics()
     settings = world_settings(llm_server.api_base, optimize_patience=2)
-    scheduler = OptimizeScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
+    scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
     other_replica = create_engine(database_url)
     with other_replica.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": OPTIMIZER_LOCK})
@@ -80,7 +80,7 @@ def test_too_little_traffic_is_a_skipped_turn(
     engine = migrated_engine(sqlite_url)
     seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
     metrics = Metrics()
-    scheduler = OptimizeScheduler(
+    scheduler = JobScheduler(
         engine, world_settings(llm_server.api_base), PromptsConfig(prompts=[SPEC]), metrics
     )
     scheduler.run_once()
@@ -117,7 +117,7 @@ def test_the_shadow_job_runs_passes_on_schedule(world: Engine, llm_server: LlmSe
     metrics = Metrics()
     config = PromptsConfig(prompts=[SPEC])
     collecting = world_settings(llm_server.api_base, shadow_min_pairs=50)
-    OptimizeScheduler(world, collecting, config, metrics).shadow_once()
+    JobScheduler(world, collecting, config, metrics).shadow_once()
     assert status_of(world, better) == "shadow"
     assert metric_value(metrics, "candidates", prompt=SPEC.name, status="shadow") == 1
     assert metric_value(metrics, "shadow_pairs", prompt=SPEC.name, version=str(better)) == 12
@@ -125,7 +125,7 @@ def test_the_shadow_job_runs_passes_on_schedule(world: Engine, llm_server: LlmSe
     settings = world_settings(
         llm_server.api_base, shadow_schedule="1", optimize_schedule="3600", shadow_min_pairs=10
     )
-    scheduler = OptimizeScheduler(world, settings, config, metrics).start()
+    scheduler = JobScheduler(world, settings, config, metrics).start()
     try:
         wait_until(lambda: status_of(world, better) == "awaiting_approval", 60, "the gate")
         wait_until(
@@ -148,7 +148,7 @@ def test_only_the_leader_shadows(world: Engine, llm_server: LlmServer, database_
     better = shadowed_world(world, llm_server)
     metrics = Metrics()
     settings = world_settings(llm_server.api_base, shadow_min_pairs=10)
-    scheduler = OptimizeScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
+    scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
     other_replica = create_engine(database_url)
     with other_replica.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SHADOW_LOCK})
@@ -176,7 +176,7 @@ def test_a_failed_shadow_pass_is_counted_not_raised(
         connection.execute(text("DROP TABLE events"))  # the store fails the pass's query
     metrics = Metrics()
     settings = world_settings(llm_server.api_base)
-    OptimizeScheduler(engine, settings, PromptsConfig(prompts=[SPEC]), metrics).shadow_once()
+    JobScheduler(engine, settings, PromptsConfig(prompts=[SPEC]), metrics).shadow_once()
     assert metric_value(metrics, "shadow_passes_total", outcome="failed") == 1
     assert metric_value(metrics, "shadow_passes_total", outcome="finished") == 0
     assert metric_value(metrics, "candidates", prompt=SPEC.name, status="shadow") == 1

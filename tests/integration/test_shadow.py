@@ -16,10 +16,10 @@ from sqlalchemy import Engine, select
 
 from sidecar.events import ConsumedEvent
 from sidecar.metrics import PREFIX, Metrics
-from sidecar.promote.documents import aware
 from sidecar.shadow.gate import GateDecision
 from sidecar.shadow.runner import ShadowPass, ShadowReport
 from sidecar.store.candidates import candidates_of, insert_candidate, mark_proposed, set_evidence
+from sidecar.store.database import aware
 from sidecar.store.promotions import audit_trail, reject
 from sidecar.store.repository import seed_prompt, store_events, transaction
 from sidecar.store.tables import Candidate, Comparison, Evaluation, Event

@@ -14,8 +14,9 @@ import pytest
 
 from sidecar.errors import InputError
 from sidecar.events import PromptDocument, components_sha256
-from sidecar.promote.documents import aware, document_evidence, document_for, document_json
+from sidecar.promote.documents import document_evidence, document_for, document_json
 from sidecar.promote.dspy_export import DSPY_FORMAT_VERSION, dspy_json, dspy_program
+from sidecar.store.database import aware
 from sidecar.store.tables import Candidate
 
 COMPONENTS = {"respond": "Answer from the order record; name the tracking number."}

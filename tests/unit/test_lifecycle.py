@@ -71,8 +71,8 @@ ILLEGAL = [
         "proposed",
         "approved",
         Actor.PERSON,
-        "v7 is proposed and has not passed the shadow gate: approve with --force to override "
-        "(audited as forced)",
+        "v7 is proposed and has not passed the shadow gate: approving it anyway needs force "
+        '(--force, or "force": true over HTTP) and is audited as forced',
     ),
     (
         "awaiting_approval",
