@@ -66,6 +66,7 @@ def run_demo(events: int, data_dir: Path, echo: Callable[[str], None]) -> None:
             kafka_session_timeout_ms=6000,
             kafka_heartbeat_interval_ms=1000,
             judge_poll_interval_s=0.2,
+            publish_dir=os.environ.get("SIDECAR_PUBLISH_DIR", data_dir / "prompts"),
         )
         ensure_topics(servers, [settings.traffic_topic, settings.dlq_topic])
         echo(f"broker      {servers}")
@@ -76,6 +77,10 @@ def run_demo(events: int, data_dir: Path, echo: Callable[[str], None]) -> None:
             _wait(lambda: app.consumer is not None and app.consumer.assigned, "the consumer")
             port = app.http.port if app.http else settings.http_port
             echo(f"sidecar     http://127.0.0.1:{port}/metrics  (database {settings.database_url})")
+            for name in app.served.names():
+                document = app.served.get(name)
+                version = document.version if document else "?"
+                echo(f"published   {name} v{version} at {settings.publish_dir / (name + '.json')}")
             before = sum(ingest_totals(app.engine).values())
             sent = _stream(servers, settings.traffic_topic, example, events)
             echo(
