@@ -89,5 +89,10 @@ def _format_status(summary: dict[str, Any]) -> str:
         f"  cost_usd={optimization['cost_usd']:.4f}",
     ]
     for name, prompt in summary["prompts"].items():
-        lines.append(f"prompt     {name}  active_version={prompt['active_version']}")
+        published = "  ".join(f"{t}=v{v}" for t, v in sorted(prompt["published"].items()))
+        lines.append(
+            f"prompt     {name}  active_version={prompt['active_version']}  "
+            f"published: {published or 'no approval yet'}  "
+            f"pending_publishes={prompt['pending_publishes']}"
+        )
     return "\n".join(lines)

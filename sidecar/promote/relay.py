@@ -130,7 +130,10 @@ class OutboxRelay:
         document = PromptDocument.model_validate(item.document)
         attempt = begin_attempt(self.engine, item.id, _now())
         try:
-            if attempt.attempts > 0 and publisher.holds(document, item.activation_id):
+            # A file or served document may hold it already (this replica's reconciliation
+            # got there first); asking the topic is a scan, so only after an earlier attempt.
+            asks = item.target in LATEST_ONLY or attempt.attempts > 0
+            if asks and publisher.holds(document, item.activation_id):
                 outcome = "already_delivered"
             else:
                 publisher.publish(document, item.activation_id)

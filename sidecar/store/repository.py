@@ -24,6 +24,7 @@ from sidecar.store.tables import (
     IngestCount,
     Judgment,
     OptimizationRun,
+    OutboxEntry,
 )
 
 OutcomeCounts = Counter[tuple[str, str]]
@@ -249,8 +250,32 @@ def status_summary(engine: Engine) -> dict[str, Any]:
                 select(Candidate.prompt_name, Candidate.version).where(Candidate.status == "active")
             ).all()
         )
+        publishing = _publishing(connection)
     return {
         "events": events,
         "optimization": {"runs": int(runs), "metric_calls": int(calls), "cost_usd": float(cost)},
-        "prompts": {name: {"active_version": active.get(name)} for name in sorted(names)},
+        "prompts": {
+            name: {
+                "active_version": active.get(name),
+                **publishing.get(name, {"published": {}, "pending_publishes": 0}),
+            }
+            for name in sorted(names)
+        },
     }
+
+
+def _publishing(connection: Connection) -> dict[str, dict[str, Any]]:
+    """Per prompt: the version each target last received, and deliveries still owed."""
+    rows = connection.execute(
+        select(OutboxEntry.prompt_name, OutboxEntry.target, OutboxEntry.status, OutboxEntry.version)
+        .where(OutboxEntry.status.in_(("pending", "delivered")))  # type: ignore[attr-defined]
+        .order_by(OutboxEntry.id)  # type: ignore[arg-type]
+    ).all()
+    found: dict[str, dict[str, Any]] = {}
+    for name, target, status, version in rows:
+        entry = found.setdefault(name, {"published": {}, "pending_publishes": 0})
+        if status == "pending":
+            entry["pending_publishes"] += 1
+        else:
+            entry["published"][target] = version
+    return found

@@ -23,7 +23,7 @@ from sidecar.settings import Settings, load_settings
 from sidecar.store.candidates import insert_candidate, mark_proposed
 from sidecar.store.outbox import begin_attempt, pending_outbox
 from sidecar.store.promotions import approve, reject, rollback, transition
-from sidecar.store.repository import seed_prompt
+from sidecar.store.repository import seed_prompt, status_summary
 from tests.helpers import activations, metric_value, wait_until
 
 NAME = "customer-care"
@@ -127,8 +127,14 @@ def test_an_approval_reaches_every_target_exactly_once(world: World, relays: Rel
     activation = approve(
         engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
     )
+    assert status_summary(engine)["prompts"][NAME]["pending_publishes"] == 3
     relay.tick()
     relay.tick()
+    assert status_summary(engine)["prompts"][NAME] == {
+        "active_version": version,
+        "published": {"file": version, "kafka": version, "http": version},
+        "pending_publishes": 0,
+    }
     document = on_file(settings)
     assert (document.version, document.approved_by) == (version, "alice")
     assert document.evidence.shadow_mean == 0.9

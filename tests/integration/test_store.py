@@ -225,9 +225,10 @@ def test_status_summary(migrated: Engine) -> None:
         "judge_errors": 0,
     }
     assert summary["optimization"] == {"runs": 0, "metric_calls": 0, "cost_usd": 0.0}
+    nothing_published = {"published": {}, "pending_publishes": 0}
     assert summary["prompts"] == {
-        "billing-bot": {"active_version": 1},
-        "customer-care": {"active_version": 1},
+        "billing-bot": {"active_version": 1, **nothing_published},
+        "customer-care": {"active_version": 1, **nothing_published},
     }
 
 
