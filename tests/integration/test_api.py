@@ -5,7 +5,6 @@ contract are in test_http.py."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,24 +15,20 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from sidecar.promote.lifecycle import Actor, Status
-from sidecar.store.candidates import candidates_of, insert_candidate, mark_proposed
+from sidecar.promote.lifecycle import Status
+from sidecar.store.candidates import insert_candidate
 from sidecar.store.database import create_database_engine
 from sidecar.store.outbox import pending_outbox
-from sidecar.store.promotions import approve, audit_trail, transition
-from sidecar.store.repository import seed_prompt, transaction
-from sidecar.store.tables import AuditEntry, Candidate, OutboxEntry
+from sidecar.store.promotions import audit_trail
+from sidecar.store.repository import seed_prompt
 from tests.integration.test_http import serving
+from tests.versions import NAME, TARGETS, add_version, approved, snapshot, statuses
 
-NAME = "customer-care"
 TOKEN = "an-admin-token-Ω-of-some-length"
-TARGETS = ("file", "kafka", "http")
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-SHADOW = {"shadow_mean": 0.8, "champion_mean": 0.6, "n": 40, "p_value": 0.01}
 BASE = f"/v1/prompts/{NAME}"
-EDITS = itertools.count(1)
 
 
 def bearer(token: str = TOKEN) -> dict[bytes, bytes]:
@@ -73,43 +68,9 @@ def api(engine: Engine) -> Iterator[Api]:
         yield Api(client, engine, means, decisions)
 
 
-def add_version(engine: Engine, status: str) -> int:
-    """A new version brought to `status` the way the optimizer and the shadow runner do."""
-    components = {"system_prompt": f"Help, edit {next(EDITS)}."}
-    version = insert_candidate(engine, NAME, components, [1], None, "edit", [], NOW).version
-    path = ["proposed", "shadow", "awaiting_approval"]
-    for step in path[: path.index(status) + 1] if status in path else []:
-        if step == "proposed":
-            mark_proposed(engine, NAME, [version], "beats the champion", NOW)
-        else:
-            evidence = {"shadow": SHADOW} if step == "awaiting_approval" else None
-            assert transition(
-                engine, NAME, version, step, actor=Actor.SHADOW, by="shadow", reason="gate",
-                now=NOW, evidence=evidence,
-            )  # fmt: skip
-    return version
-
-
-def statuses(engine: Engine) -> dict[int, str]:
-    return {v: c.status for v, c in candidates_of(engine, NAME).items()}
-
-
-def snapshot(engine: Engine) -> list[list[Any]]:
-    """Every row a decision writes: candidates, audit and outbox."""
-    models: list[Any] = [Candidate, AuditEntry, OutboxEntry]
-    with transaction(engine) as connection:
-        return [
-            [tuple(row) for row in connection.execute(select(model).order_by(model.id))]
-            for model in models
-        ]
-
-
 def decidable(engine: Engine) -> int:
     """v1 retired, v2 active, v3 awaiting approval: every decision below would succeed."""
-    approve(
-        engine, NAME, add_version(engine, "awaiting_approval"), by="bob", note=None, force=False,
-        targets=TARGETS, now=NOW,
-    )  # fmt: skip
+    approved(engine, add_version(engine, "awaiting_approval"), by="bob")
     return add_version(engine, "awaiting_approval")
 
 

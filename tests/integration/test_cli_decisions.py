@@ -15,16 +15,14 @@ from typing import Any
 
 import dspy
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from sidecar.events import PromptDocument, components_sha256
 from sidecar.promote.documents import document_for
-from sidecar.promote.lifecycle import Actor
-from sidecar.store.candidates import candidates_of, insert_candidate, mark_proposed
+from sidecar.store.candidates import candidates_of
 from sidecar.store.outbox import mark_delivered, pending_outbox
-from sidecar.store.promotions import approve, audit_trail, never_breed, transition
-from sidecar.store.repository import seed_prompt, transaction
-from sidecar.store.tables import AuditEntry, Candidate, OutboxEntry
+from sidecar.store.promotions import audit_trail, never_breed
+from sidecar.store.repository import seed_prompt
 from tests.helpers import wait_until
 from tests.integration.test_cli import (
     COMMAND_TIMEOUT_S,
@@ -32,11 +30,9 @@ from tests.integration.test_cli import (
     environment,
     sidecar,
 )
+from tests.versions import NAME, add_version, approved, snapshot, statuses
 
-NAME = "customer-care"
 SEED = {"system_prompt": "You help customers."}
-SHADOW = {"shadow_mean": 0.8, "champion_mean": 0.6, "n": 40, "p_value": 0.01, "mode": "pointwise"}
-GATE_PATH = ["proposed", "shadow", "awaiting_approval"]
 PUBLISHING = (
     "publishing to file, kafka, http: a running sidecar delivers within 1s (`gepa-sidecar status`)"
 )
@@ -59,46 +55,6 @@ def prepared(
     config = tmp_path / "prompts.yaml"
     config.write_text(f"prompts:\n  - name: {NAME}\n    seed: {json.dumps(SEED)}\n")
     return engine, {"SIDECAR_DATABASE_URL": url, "SIDECAR_CONFIG_FILE": str(config)}
-
-
-def add_version(engine: Engine, status: str) -> int:
-    """A new version brought to `status` the way the optimizer and the shadow runner do."""
-    now = datetime.now(UTC)
-    components = {"system_prompt": f"Help, then name the next step ({status})."}
-    version = insert_candidate(engine, NAME, components, [1], None, "edit", [], now).version
-    steps = GATE_PATH[: GATE_PATH.index(status) + 1] if status in GATE_PATH else []
-    for step in steps:
-        if step == "proposed":
-            mark_proposed(engine, NAME, [version], "beats the champion", now)
-        else:
-            evidence = {"shadow": SHADOW} if step == "awaiting_approval" else None
-            assert transition(
-                engine, NAME, version, step, actor=Actor.SHADOW, by="shadow", reason="gate",
-                now=now, evidence=evidence,
-            )  # fmt: skip
-    return version
-
-
-def approved(engine: Engine, version: int) -> None:
-    """A person's approval made earlier, through the store."""
-    approve(
-        engine, NAME, version, by="alice", note=None, force=False,
-        targets=("file", "kafka", "http"), now=datetime.now(UTC),
-    )  # fmt: skip
-
-
-def statuses(engine: Engine) -> dict[int, str]:
-    return {version: row.status for version, row in candidates_of(engine, NAME).items()}
-
-
-def snapshot(engine: Engine) -> tuple[list[Any], ...]:
-    """Every row a decision could change."""
-    tables = []
-    with transaction(engine) as connection:
-        for model in (Candidate, AuditEntry, OutboxEntry):
-            rows = connection.execute(select(model).order_by(model.id))  # type: ignore[arg-type]
-            tables.append([tuple(row) for row in rows])
-    return tuple(tables)
 
 
 def owed(engine: Engine, version: int) -> dict[str, int]:

@@ -16,7 +16,7 @@ from sidecar.errors import InputError
 from sidecar.optimize.engine import warm_pool
 from sidecar.promote.documents import document_for
 from sidecar.promote.lifecycle import Actor, IllegalTransition
-from sidecar.store.candidates import candidates_of, insert_candidate, mark_proposed
+from sidecar.store.candidates import candidates_of
 from sidecar.store.database import aware
 from sidecar.store.outbox import pending_outbox
 from sidecar.store.promotions import (
@@ -32,13 +32,10 @@ from sidecar.store.promotions import (
 )
 from sidecar.store.repository import seed_prompt, transaction
 from sidecar.store.shadow import keep_shadow_figures
-from sidecar.store.tables import AuditEntry, Candidate, OutboxEntry
+from tests.versions import NAME, SHADOW_FIGURES, TARGETS, add_version, snapshot, statuses
 
-NAME = "customer-care"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-TARGETS = ("file", "kafka", "http")
 SEED = {"system_prompt": "You help customers."}
-SHADOW = {"shadow_mean": 0.8, "champion_mean": 0.6, "n": 40, "p_value": 0.01, "mode": "pointwise"}
 
 
 @pytest.fixture
@@ -46,23 +43,6 @@ def engine(database_url: str, migrated_engine: Callable[[str], Engine]) -> Engin
     engine = migrated_engine(database_url)
     seed_prompt(engine, NAME, SEED, NOW)
     return engine
-
-
-GATE_PATH = ["proposed", "shadow", "awaiting_approval"]
-
-
-def add_version(engine: Engine, status: str) -> int:
-    """A new version brought to `status` the way the optimizer and the shadow runner do."""
-    components = {"system_prompt": f"Help, {status}."}
-    version = insert_candidate(engine, NAME, components, [1], None, "edit", [], NOW).version
-    steps = GATE_PATH[: GATE_PATH.index(status) + 1] if status in GATE_PATH else []
-    for step in steps:
-        if step == "proposed":
-            mark_proposed(engine, NAME, [version], "beats the champion", NOW)
-        else:
-            evidence = {"shadow": SHADOW} if step == "awaiting_approval" else None
-            assert runner(engine, version, step, evidence=evidence)
-    return version
 
 
 def runner(engine: Engine, version: int, target: str, **options: Any) -> bool:
@@ -78,18 +58,11 @@ def runner_figures(engine: Engine, version: int, figures: dict[str, Any]) -> Non
     assert keep_shadow_figures(engine, NAME, version, figures)
 
 
-def statuses(engine: Engine) -> dict[int, str]:
-    return {v: c.status for v, c in candidates_of(engine, NAME).items()}
-
-
 def table(engine: Engine, model: Any) -> list[Any]:
+    """A table's rows as its models, oldest first (test_outbox reads the outbox with it)."""
     with transaction(engine) as connection:
         query = select(model).order_by(model.id)
         return [model.model_validate(row._mapping) for row in connection.execute(query)]
-
-
-def snapshot(engine: Engine) -> tuple[list[Any], ...]:
-    return table(engine, Candidate), table(engine, AuditEntry), table(engine, OutboxEntry)
 
 
 def moves(engine: Engine, since: int = 0) -> list[tuple[int, str | None, str, str | None, str]]:
@@ -126,7 +99,7 @@ def test_approving_a_gated_version_activates_it_retires_the_champion_and_owes_ev
     assert statuses(engine) == {1: "retired", v2: "active"}
     row = candidates_of(engine, NAME)[v2]
     assert (row.approved_by, aware(row.approved_at)) == ("alice", when)
-    assert row.evidence == {"shadow": SHADOW}
+    assert row.evidence == {"shadow": SHADOW_FIGURES}
     assert moves(engine, before) == [
         (v2, "awaiting_approval", "approved", "approve", "alice"),
         (v2, "approved", "active", "activate", "alice"),
@@ -239,7 +212,7 @@ def test_the_shadow_runner_moves_versions_and_never_approves(engine: Engine) -> 
     assert snapshot(engine) == before
     reject(engine, NAME, v2, by="carol", reason="not this one", now=NOW)
     before = snapshot(engine)  # a person decided first: the runner's move finds nothing to do
-    assert not runner(engine, v2, "awaiting_approval", evidence={"shadow": SHADOW})
+    assert not runner(engine, v2, "awaiting_approval", evidence={"shadow": SHADOW_FIGURES})
     assert snapshot(engine) == before
     v3 = add_version(engine, "shadow")
     assert runner(engine, v3, "rejected")

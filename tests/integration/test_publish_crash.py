@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,21 +17,18 @@ import yaml
 from sqlalchemy import Engine
 
 from sidecar.events import PromptDocument
-from sidecar.promote.lifecycle import Actor, Status
 from sidecar.promote.publishers import FilePublisher
-from sidecar.store.candidates import insert_candidate, mark_proposed
 from sidecar.store.database import create_database_engine
 from sidecar.store.outbox import pending_outbox
-from sidecar.store.promotions import approve, transition
 from sidecar.store.repository import transaction
 from sidecar.store.tables import Candidate
 from tests.conftest import Topics
 from tests.helpers import activations, scaled, wait_until
 from tests.processes import SERVING, Start, sidecar_env
+from tests.versions import TARGETS, add_version, approved
 from tests.world import SPEC
 
 NAME = SPEC.name
-TARGETS = ("file", "kafka", "http")
 
 
 def seeded(engine: Engine) -> bool:
@@ -41,24 +37,6 @@ def seeded(engine: Engine) -> bool:
             return connection.execute(Candidate.__table__.select()).first() is not None
     except Exception:  # the tables appear when the sidecar has migrated
         return False
-
-
-def awaiting_approval(engine: Engine) -> int:
-    now = datetime.now(UTC)
-    made = insert_candidate(engine, NAME, {"system_prompt": "Thank them."}, [1], None, "x", [], now)
-    mark_proposed(engine, NAME, [made.version], "beats the champion", now)
-    for target in (Status.SHADOW, Status.AWAITING_APPROVAL):
-        transition(
-            engine,
-            NAME,
-            made.version,
-            target,
-            actor=Actor.SHADOW,
-            by="shadow",
-            reason="gate",
-            now=now,
-        )
-    return made.version
 
 
 def test_kill_9_between_committing_an_approval_and_delivering_it_publishes_it_once(
@@ -82,17 +60,8 @@ def test_kill_9_between_committing_an_approval_and_delivering_it_publishes_it_on
             "the seed published to the file on start",
         )
         assert seeded(engine)
-        version = awaiting_approval(engine)
-        activation = approve(
-            engine,
-            NAME,
-            version,
-            by="alice",
-            note=None,
-            force=False,
-            targets=TARGETS,
-            now=datetime.now(UTC),
-        )
+        version = add_version(engine, "awaiting_approval", name=NAME)
+        activation = approved(engine, version, name=NAME)
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(timeout=scaled(10))
         assert {item.target for item in pending_outbox(engine)} == set(TARGETS)

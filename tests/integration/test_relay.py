@@ -14,46 +14,24 @@ from sqlalchemy import Engine
 
 from sidecar.events import PromptDocument
 from sidecar.metrics import Metrics
-from sidecar.promote.lifecycle import Actor, Status
 from sidecar.promote.publishers import FilePublisher, KafkaPublisher, Publisher
 from sidecar.promote.relay import OutboxRelay
 from sidecar.promote.served import ServedDocuments
 from sidecar.runtime.kafka import ensure_topics
 from sidecar.settings import Settings, load_settings
-from sidecar.store.candidates import insert_candidate, mark_proposed
 from sidecar.store.outbox import begin_attempt, pending_outbox
-from sidecar.store.promotions import approve, reject, rollback, transition
+from sidecar.store.promotions import reject, rollback
 from sidecar.store.repository import seed_prompt, status_summary
 from tests.helpers import activations, metric_value, wait_until
+from tests.versions import NAME, TARGETS, add_version, approved
 
-NAME = "customer-care"
 World = tuple[Engine, Settings, Path]
-TARGETS = ("file", "kafka", "http")
+PASSED = {"shadow_mean": 0.9, "champion_mean": 0.5, "n": 40, "p_value": 0.001}
+"""The shadow gate's figures for a version whose published evidence a test reads back."""
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def awaiting(engine: Engine, components: dict[str, str]) -> int:
-    """A new version that passed the shadow gate."""
-    made = insert_candidate(engine, NAME, components, [1], None, "a better reply", [], now())
-    mark_proposed(engine, NAME, [made.version], "beats the champion", now())
-    for target in (Status.SHADOW, Status.AWAITING_APPROVAL):
-        transition(
-            engine,
-            NAME,
-            made.version,
-            target,
-            actor=Actor.SHADOW,
-            by="shadow",
-            reason="gate",
-            now=now(),
-            evidence={
-                "shadow": {"shadow_mean": 0.9, "champion_mean": 0.5, "n": 40, "p_value": 0.001}
-            },
-        )
-    return made.version
 
 
 @pytest.fixture
@@ -121,12 +99,10 @@ def test_the_seed_is_published_to_the_file_and_served_but_never_sent_to_kafka(
 
 def test_an_approval_reaches_every_target_exactly_once(world: World, relays: Relays) -> None:
     engine, settings, _ = world
-    version = awaiting(engine, {"system_prompt": "Answer with the order's status first."})
+    version = add_version(engine, "awaiting_approval", shadow=PASSED)
     relay, served, metrics = relays.make()
     relay.tick()
-    activation = approve(
-        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
-    )
+    activation = approved(engine, version)
     assert status_summary(engine)["prompts"][NAME]["pending_publishes"] == 3
     relay.tick()
     relay.tick()
@@ -153,10 +129,8 @@ def test_a_process_killed_after_committing_an_approval_delivers_it_on_restart(
     world, relays: Relays
 ) -> None:
     engine, settings, _ = world
-    version = awaiting(engine, {"system_prompt": "Be brief."})
-    activation = approve(
-        engine, NAME, version, by="alice", note="ship it", force=False, targets=TARGETS, now=now()
-    )
+    version = add_version(engine, "awaiting_approval")
+    activation = approved(engine, version, note="ship it")
     # No relay ran: the process died after the commit. The next one delivers on its first tick.
     relay, served, _ = relays.make()
     relay.tick()
@@ -171,10 +145,8 @@ def test_a_process_killed_after_delivering_but_before_marking_it_does_not_delive
     world, relays: Relays
 ) -> None:
     engine, settings, _ = world
-    version = awaiting(engine, {"system_prompt": "Be brief."})
-    activation = approve(
-        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
-    )
+    version = add_version(engine, "awaiting_approval")
+    activation = approved(engine, version)
     item = next(i for i in pending_outbox(engine) if i.target == "kafka")
     # What the dead process did: begin the attempt, deliver, and die before marking it.
     begin_attempt(engine, item.id, now())
@@ -196,12 +168,10 @@ def test_a_rollback_republishes_the_earlier_version_to_every_target(
     world: World, relays: Relays
 ) -> None:
     engine, settings, _ = world
-    version = awaiting(engine, {"system_prompt": "Be brief."})
+    version = add_version(engine, "awaiting_approval")
     relay, served, metrics = relays.make()
     relay.tick()
-    first = approve(
-        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
-    )
+    first = approved(engine, version)
     relay.tick()
     back = rollback(
         engine, NAME, to=None, by="bob", reason="complaints", targets=TARGETS, now=now()
@@ -222,10 +192,8 @@ def test_an_activation_superseded_before_delivery_still_reaches_the_topic_in_ord
     world, relays: Relays
 ) -> None:
     engine, settings, _ = world
-    version = awaiting(engine, {"system_prompt": "Be brief."})
-    first = approve(
-        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
-    )
+    version = add_version(engine, "awaiting_approval")
+    first = approved(engine, version)
     back = rollback(engine, NAME, to=1, by="bob", reason="too soon", targets=TARGETS, now=now())
     relay, served, metrics = relays.make()
     relay.tick()
@@ -243,12 +211,10 @@ def test_kafka_down_keeps_its_rows_pending_while_the_file_and_http_move_on(
     world, relays: Relays
 ) -> None:
     engine, settings, _ = world
-    version = awaiting(engine, {"system_prompt": "Be brief."})
+    version = add_version(engine, "awaiting_approval")
     down = load_settings(kafka_bootstrap_servers="127.0.0.1:1", prompts_topic="nowhere")
     relay, served, metrics = relays.make(kafka=KafkaPublisher(down, timeout_s=2))
-    activation = approve(
-        engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
-    )
+    activation = approved(engine, version)
     relay.tick()
     assert on_file(settings).version == version
     assert served.get(NAME).version == version
@@ -276,12 +242,12 @@ def test_a_missing_or_garbled_file_is_republished_on_start(world: World, relays:
 
 def test_decisions_by_any_client_become_counters_and_gauges(world: World, relays: Relays) -> None:
     engine, _settings, _ = world
-    better = awaiting(engine, {"system_prompt": "Be brief."})
-    worse = awaiting(engine, {"system_prompt": "Be vague."})
+    better = add_version(engine, "awaiting_approval")
+    worse = add_version(engine, "awaiting_approval")
     relay, _, metrics = relays.make()
     relay.tick()
     reject(engine, NAME, worse, by="carol", reason="vague", now=now())
-    approve(engine, NAME, better, by="alice", note=None, force=False, targets=TARGETS, now=now())
+    approved(engine, better)
     relay.tick()
     assert metric_value(metrics, "approvals_total", prompt=NAME, decision="approved") == 1
     assert metric_value(metrics, "approvals_total", prompt=NAME, decision="rejected") == 1
@@ -291,14 +257,12 @@ def test_decisions_by_any_client_become_counters_and_gauges(world: World, relays
 
 def test_the_running_relay_delivers_as_soon_as_it_is_woken(world: World, relays: Relays) -> None:
     engine, settings, _ = world
-    version = awaiting(engine, {"system_prompt": "Be brief."})
+    version = add_version(engine, "awaiting_approval")
     relay, served, _ = relays.make()
     relay.poll_interval_s = 3600  # only a wake can make it deliver within the test
     relay.start()
     try:
-        approve(
-            engine, NAME, version, by="alice", note=None, force=False, targets=TARGETS, now=now()
-        )
+        approved(engine, version)
         relay.wake()
         wait_until(lambda: served.get(NAME).version == version, 30, "the woken relay")
     finally:
