@@ -89,3 +89,10 @@ def snapshot(engine: Engine) -> tuple[list[Any], ...]:
             rows = connection.execute(select(model).order_by(model.id))  # type: ignore[arg-type]
             tables.append([tuple(row) for row in rows])
     return tuple(tables)
+
+
+def table(engine: Engine, model: Any) -> list[Any]:
+    """A table's rows as its models, oldest first."""
+    with transaction(engine) as connection:
+        query = select(model).order_by(model.id)
+        return [model.model_validate(row._mapping) for row in connection.execute(query)]

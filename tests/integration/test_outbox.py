@@ -4,6 +4,7 @@ each target once, attempts committed before delivery, rows settled once."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine
@@ -20,21 +21,23 @@ from sidecar.store.outbox import (
 )
 from sidecar.store.repository import seed_prompt, transaction
 from sidecar.store.tables import OutboxEntry
-from tests.integration.test_promotions import NAME, NOW, SEED, add_version, approve_now, table
+from tests.versions import NAME, add_version, approved, table
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def engine(database_url: str, migrated_engine: Callable[[str], Engine]) -> Engine:
     engine = migrated_engine(database_url)
-    seed_prompt(engine, NAME, SEED, NOW)
+    seed_prompt(engine, NAME, {"system_prompt": "You help customers."}, NOW)
     return engine
 
 
 def test_outbox_attempts_are_committed_before_delivery_and_rows_settle_once(
     engine: Engine,
 ) -> None:
-    first = approve_now(engine, add_version(engine, "awaiting_approval"))
-    second = approve_now(engine, add_version(engine, "awaiting_approval"))
+    first = approved(engine, add_version(engine, "awaiting_approval"))
+    second = approved(engine, add_version(engine, "awaiting_approval"))
     files = pending_outbox(engine, ["file"])
     assert [(i.activation_id, i.target) for i in files] == [(first.id, "file"), (second.id, "file")]
     assert pending_outbox(engine, []) == []
@@ -62,7 +65,7 @@ def test_outbox_attempts_are_committed_before_delivery_and_rows_settle_once(
 
 
 def test_an_activation_is_owed_to_a_target_once(engine: Engine) -> None:
-    activation = approve_now(engine, add_version(engine, "awaiting_approval"))
+    activation = approved(engine, add_version(engine, "awaiting_approval"))
     with pytest.raises(StoreError), transaction(engine) as connection:
         enqueue(connection, activation.id, activation.document, ["file"], NOW)
     with transaction(engine) as connection:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event
 
 from sidecar.errors import InputError
 from sidecar.optimize.engine import warm_pool
@@ -30,7 +30,7 @@ from sidecar.store.promotions import (
     rollback,
     transition,
 )
-from sidecar.store.repository import seed_prompt, transaction
+from sidecar.store.repository import seed_prompt
 from sidecar.store.shadow import keep_shadow_figures
 from tests.versions import NAME, SHADOW_FIGURES, TARGETS, add_version, snapshot, statuses
 
@@ -56,13 +56,6 @@ def runner(engine: Engine, version: int, target: str, **options: Any) -> bool:
 def runner_figures(engine: Engine, version: int, figures: dict[str, Any]) -> None:
     """The shadow runner's figures so far, kept while the version stays in shadow."""
     assert keep_shadow_figures(engine, NAME, version, figures)
-
-
-def table(engine: Engine, model: Any) -> list[Any]:
-    """A table's rows as its models, oldest first (test_outbox reads the outbox with it)."""
-    with transaction(engine) as connection:
-        query = select(model).order_by(model.id)
-        return [model.model_validate(row._mapping) for row in connection.execute(query)]
 
 
 def moves(engine: Engine, since: int = 0) -> list[tuple[int, str | None, str, str | None, str]]:
