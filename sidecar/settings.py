@@ -14,7 +14,9 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sidecar.errors import ConfigError
@@ -184,13 +186,40 @@ class JudgeExample(BaseModel):
 
 
 class JudgeBlock(BaseModel):
-    """How to judge a prompt's replies: the rubric, and worked examples that fit it (None: the
-    built-in ones with the built-in rubric, none with a custom rubric; [] means none)."""
+    """How to judge a prompt's replies: the rubric the judge model reads, and worked examples
+    that fit it (None: the built-in ones with the built-in rubric, none with a custom rubric;
+    [] means none); and/or a code metric, `package.module:function` taking (inputs, output)
+    and returning (score 0..1, feedback), averaged with the judge model when both are given."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rubric: Annotated[str, Field(min_length=1, max_length=20_000)]
+    rubric: Annotated[str | None, Field(min_length=1, max_length=20_000)] = None
     examples: Annotated[list[JudgeExample] | None, Field(max_length=20)] = None
+    metric: str | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_imports(cls, value: str | None) -> str | None:
+        """Imported now (the working directory importable), so a typo stops start-up."""
+        if value is None:
+            return value
+        from sidecar.judge.metric import load_metric  # the judge package imports this module
+
+        try:
+            load_metric(value)
+        except ConfigError as exc:
+            raise PydanticCustomError("metric", "{problem}", {"problem": str(exc)}) from None
+        return value
+
+    @model_validator(mode="after")
+    def _rubric_or_metric(self) -> JudgeBlock:
+        if self.rubric is None and self.metric is None:
+            raise PydanticCustomError("judge", "needs a rubric, a metric, or both")
+        if self.rubric is None and self.examples is not None:
+            raise PydanticCustomError(
+                "judge", "examples need a rubric: they show the judge model how to apply it"
+            )
+        return self
 
 
 class PromptSpec(BaseModel):

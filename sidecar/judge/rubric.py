@@ -1,8 +1,8 @@
 """What the judge is shown and asked. The rubric and worked examples come from the prompt's
 `judge` block in CONFIG_FILE; the built-in examples fit only the built-in rubric, so a custom
 rubric without examples is judged zero-shot. The judge version hashes everything that changes a
-score (model, api_base, rubric, examples, this template), so any change starts a new, visible
-series of judgments."""
+score (model, api_base, rubric, examples, this template, a code metric's name and source), so any
+change starts a new, visible series of judgments."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sidecar.judge.metric import METRIC_VERSION, CodeMetric
 from sidecar.settings import JudgeExample
 
 TEMPLATE_VERSION = "judge-v2"
@@ -94,22 +95,33 @@ def examples_for(
 
 
 def judge_version(
-    model: str, api_base: str | None, rubric: str, examples: Sequence[JudgeExample] | None
+    model: str,
+    api_base: str | None,
+    rubric: str | None,
+    examples: Sequence[JudgeExample] | None,
+    metric: CodeMetric | None = None,
 ) -> str:
-    """`<model>#<12 hex>`, at most 128 characters. The hash covers the model, its api_base and a
-    rendering of the whole judge prompt (system text, rubric, examples, request layout)."""
-    inputs, output, trace = _PROBE
-    material = {
-        "template": TEMPLATE_VERSION,
-        "model": model,
-        "api_base": api_base,
-        "limits": [MAX_INPUT_CHARS, MAX_OUTPUT_CHARS, MAX_TRACE_CHARS],
-        "system": SYSTEM,
-        "messages": score_messages(rubric, inputs, output, trace, examples=examples),
-        "schema": JUDGMENT_SCHEMA,
-    }
+    """`<model>#<12 hex>` (`<metric>#<12 hex>` for a metric alone), at most 128 characters. The
+    hash covers the model, its api_base and a rendering of the whole judge prompt (system text,
+    rubric, examples, request layout) when there is a rubric, and the metric's name and source
+    when there is one; a metric alone does not depend on the model at all."""
+    material: dict[str, Any] = {}
+    if rubric is not None:
+        inputs, output, trace = _PROBE
+        material = {
+            "template": TEMPLATE_VERSION,
+            "model": model,
+            "api_base": api_base,
+            "limits": [MAX_INPUT_CHARS, MAX_OUTPUT_CHARS, MAX_TRACE_CHARS],
+            "system": SYSTEM,
+            "messages": score_messages(rubric, inputs, output, trace, examples=examples),
+            "schema": JUDGMENT_SCHEMA,
+        }
+    if metric is not None:
+        material["metric"] = [METRIC_VERSION, metric.reference, metric.fingerprint]
+    shown = model if rubric is not None or metric is None else metric.reference
     text = json.dumps(material, sort_keys=True, ensure_ascii=False)
-    return f"{model[:110]}#{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return f"{shown[:110]}#{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def _clip(text: str, limit: int) -> str:

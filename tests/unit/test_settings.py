@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sidecar.errors import ConfigError, SidecarError
-from sidecar.settings import Settings, load_settings
+from sidecar.settings import Settings, load_prompts_config, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -189,3 +191,77 @@ def test_override_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_dotenv_in_working_directory_is_read(clean_env: Path) -> None:
     (clean_env / ".env").write_text("SIDECAR_SAMPLE_RATE=7\n")
     assert config_error().startswith("SIDECAR_SAMPLE_RATE:")
+
+
+# --- a prompt's judge block in CONFIG_FILE -----------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def restore_import_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a metric puts the working directory (here a tmp_path) on sys.path."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def config_with_judge(directory: Path, judge: dict[str, Any]) -> Path:
+    path = directory / "prompts.yaml"
+    prompt = {"name": "customer-care", "seed": {"system_prompt": "Help."}, "judge": judge}
+    path.write_text(yaml.safe_dump({"prompts": [prompt]}))
+    return path
+
+
+def prompts_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_prompts_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_metric_in_the_working_directory_judges_alone(clean_env: Path) -> None:
+    package = clean_env / "our_checks_pkg"
+    package.mkdir()
+    (package / "checks.py").write_text("def policy(inputs, output):\n    return 1.0, 'ok'\n")
+    path = config_with_judge(clean_env, {"metric": "our_checks_pkg.checks:policy"})
+    try:
+        [spec] = load_prompts_config(path).prompts
+    finally:
+        for name in ("our_checks_pkg.checks", "our_checks_pkg"):
+            sys.modules.pop(name, None)
+    assert spec.judge is not None
+    assert (spec.judge.rubric, spec.judge.metric) == (None, "our_checks_pkg.checks:policy")
+
+
+def test_a_metric_typo_stops_start_up_in_one_line(clean_env: Path) -> None:
+    path = config_with_judge(
+        clean_env, {"rubric": "Score 1 when kind.", "metric": "no_checks_pkg.checks:policy"}
+    )
+    assert prompts_error(path) == (
+        f"SIDECAR_CONFIG_FILE: {path}: prompts.0.judge.metric: cannot import "
+        "no_checks_pkg.checks:policy: No module named 'no_checks_pkg'"
+    )
+
+
+def test_a_metric_reference_of_the_wrong_shape_is_named(clean_env: Path) -> None:
+    path = config_with_judge(clean_env, {"metric": "checks.policy"})
+    assert prompts_error(path) == (
+        f"SIDECAR_CONFIG_FILE: {path}: prompts.0.judge.metric: "
+        "must look like package.module:function, not 'checks.policy'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("judge", "problem"),
+    [
+        ({}, "needs a rubric, a metric, or both"),
+        ({"examples": []}, "needs a rubric, a metric, or both"),
+        (
+            {"metric": "operator:add", "examples": []},
+            "examples need a rubric: they show the judge model how to apply it",
+        ),
+    ],
+)
+def test_a_judge_block_needs_a_rubric_or_a_metric(
+    clean_env: Path, judge: dict[str, Any], problem: str
+) -> None:
+    path = config_with_judge(clean_env, judge)
+    assert prompts_error(path) == f"SIDECAR_CONFIG_FILE: {path}: prompts.0.judge: {problem}"
