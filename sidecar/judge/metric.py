@@ -4,16 +4,20 @@ with it. It is imported when the config is loaded, so a typo stops start-up in o
 current working directory is importable, because the sidecar and the demo run from the repo
 root that holds the metric. Calling it never raises anything but `MetricFailed`, an
 `InvalidReply`, so a broken metric fails one judgment (kept and retried like a judge error)
-and never a worker. Its fingerprint hashes its module's source, so editing the metric (or a
-helper beside it) starts a new judge version instead of mixing old and new scores.
+and never a worker. Its fingerprint hashes its source (its module and the modules of its own
+package that it imports), so editing the metric or the facts it checks starts a new judge
+version instead of mixing old and new scores.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import hashlib
 import importlib
+import importlib.util
 import inspect
+import json
 import math
 import numbers
 import os
@@ -49,8 +53,8 @@ def _preview(value: object) -> str:
 
 @dataclass(frozen=True)
 class CodeMetric:
-    """A loaded metric: `reference` as configured, `fingerprint` the sha256 of its module's
-    source (empty when the source cannot be read, e.g. a compiled extension)."""
+    """A loaded metric: `reference` as configured, `fingerprint` the sha256 of its source
+    (`_fingerprint`; empty when no source can be read, e.g. a compiled extension)."""
 
     reference: str
     function: MetricFunction
@@ -115,12 +119,46 @@ def _importable_cwd() -> None:
         sys.path.append(cwd)
 
 
+def _imports(module: ModuleType, source: str) -> set[str]:
+    """The absolute names of the modules `source` imports (relative imports resolved)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            relative = "." * node.level + (node.module or "")
+            try:
+                base = importlib.util.resolve_name(relative, module.__package__ or "")
+            except ImportError:  # inside a function never run: it cannot decide a score
+                continue
+            names.add(base)  # and each imported name, in case it is a submodule
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
 def _fingerprint(module: ModuleType) -> str:
-    try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):
+    """sha256 over the source of the metric's module and of the modules of its own top-level
+    package that it imports, transitively (its policy facts, its helpers): the code that
+    decides its scores. Libraries and files read at run time are not covered."""
+    top = module.__name__.partition(".")[0]
+    sources: dict[str, str] = {}
+    seen: set[str] = set()
+    pending = [module.__name__]
+    while pending:
+        name = pending.pop()
+        current = sys.modules.get(name)
+        if name in seen or current is None:
+            continue
+        seen.add(name)
+        try:
+            source = inspect.getsource(current)
+        except (OSError, TypeError):  # a builtin, a compiled extension, a namespace package
+            continue
+        sources[name] = source
+        pending.extend(n for n in _imports(current, source) if n.partition(".")[0] == top)
+    if not sources:
         return ""
-    return hashlib.sha256(source.encode()).hexdigest()
+    return hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
 
 
 def _import(reference: str) -> tuple[ModuleType, object]:

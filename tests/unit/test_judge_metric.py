@@ -4,7 +4,6 @@ a raise fails the judgment, never the caller), blending with the judge model, an
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib
 import math
 import sys
@@ -51,30 +50,32 @@ async def async_metric(inputs: dict[str, str], output: str) -> tuple[float, str]
     return 0.25, f"async on {output}"
 
 
-RETURNED: dict[str, object] = {}
-
-
-def returning_metric(inputs: dict[str, str], output: str) -> object:
-    return RETURNED[output]
+def forget(name: str) -> None:
+    """Drop a module and everything of its top-level package, so the next import reads disk."""
+    top = name.partition(".")[0]
+    for module in [m for m in sys.modules if m.partition(".")[0] == top]:
+        del sys.modules[module]
+    importlib.invalidate_caches()
 
 
 @pytest.fixture
 def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
-    """write(source, name=None, folder="mods") -> an importable module name, forgotten after."""
+    """write(source, name=None, folder="mods") -> an importable (dotted) module name, written
+    under tmp_path/folder, which goes first on sys.path; forgotten after the test."""
     names: list[str] = []
 
     def write(source: str, name: str | None = None, folder: str = "mods") -> str:
         name = name or f"metric_{uuid.uuid4().hex[:10]}"
-        directory = tmp_path / folder
-        directory.mkdir(exist_ok=True)
-        (directory / f"{name}.py").write_text(source)
-        monkeypatch.syspath_prepend(str(directory))
+        path = tmp_path / folder / (name.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path / folder))
         names.append(name)
         return name
 
     yield write
     for name in names:
-        sys.modules.pop(name, None)
+        forget(name)
 
 
 CHECKS = "def check(inputs, output):\n    return (1.0 if 'next step' in output else 0.0), 'ok'\n"
@@ -92,7 +93,16 @@ def test_a_metric_is_loaded_with_its_source_fingerprint(write_module: Callable[.
     loaded = load_metric(f"{name}:check")
     assert loaded.reference == f"{name}:check"
     assert loaded.function({}, "next step: wait") == (1.0, "ok")
-    assert loaded.fingerprint == hashlib.sha256(CHECKS.encode()).hexdigest()
+    assert len(loaded.fingerprint) == 64
+    assert load_metric(f"{name}:check").fingerprint == loaded.fingerprint
+
+
+def test_an_unresolvable_relative_import_in_a_function_does_not_stop_loading(
+    write_module: Callable[..., str],
+) -> None:
+    source = CHECKS + "\n\ndef unused():\n    from ..elsewhere import thing\n    return thing\n"
+    name = write_module(source)
+    assert len(load_metric(f"{name}:check").fingerprint) == 64
 
 
 def test_the_working_directory_is_importable(
@@ -215,19 +225,16 @@ def test_a_result_that_is_not_a_score_and_feedback_fails_the_judgment(
         ([0.25, "  trimmed \n"], Verdict(0.25, "trimmed")),
         ((0.1 * 3 + 0.7, "sum"), Verdict(1.0, "sum")),  # a float hair above 1.0 is 1.0
         ((0.0, ""), Verdict(0.0, "")),
+        ((0.5, "x" * 5000), Verdict(0.5, "x" * 2000)),  # capped like the judge model's
     ],
 )
 def test_usable_results_become_verdicts(result: object, verdict: Verdict) -> None:
     assert read_result("m:f", result) == verdict
 
 
-def test_long_feedback_is_capped() -> None:
-    assert len(read_result("m:f", (0.5, "x" * 5000)).feedback) == 2000
-
-
 def test_a_bad_result_through_the_judge_is_a_failed_judgment() -> None:
-    RETURNED["bad"] = (2, "too good")
-    judge = metric_judge(f"{HERE}:returning_metric")
+    too_good = CodeMetric("m:too_good", lambda inputs, output: (2, "too good"), "")
+    judge = Judge(Gateway(load_settings()), None, metric=too_good)
     with pytest.raises(MetricFailed, match=r"the score 2, not 0\.\.1"):
         asyncio.run(judge.score({"q": "x"}, "bad"))
 
@@ -244,15 +251,6 @@ def test_a_raising_metric_fails_its_judgment_and_no_other() -> None:
     items = [({"user_message": "where is it"}, "it is here", None)]
     assert asyncio.run(score_all(judge, items)) == [None]
     assert asyncio.run(score_all(words, items)) == [Verdict(1.0, "echoes the question")]
-
-
-def test_a_metric_only_judge_scores_what_the_metric_says() -> None:
-    judge = metric_judge(f"{HERE}:words_metric")
-    inputs = {"user_message": "Where is my order"}
-    assert asyncio.run(judge.score(inputs, "Your order ships today")) == Verdict(
-        1.0, "echoes the question"
-    )
-    assert asyncio.run(judge.score(inputs, "Hello")) == Verdict(0.0, "ignores the question")
 
 
 def test_an_async_metric_is_awaited() -> None:
@@ -388,18 +386,45 @@ def test_changing_the_metric_source_changes_the_version(
     name = f"metric_{uuid.uuid4().hex[:10]}"
     write_module(CHECKS, name, folder="before")
     before = metric_judge(f"{name}:check")
-    sys.modules.pop(name)
-    changed = CHECKS.replace("'ok'", "'names the next step'")
-    write_module(changed, name, folder="after")
-    importlib.invalidate_caches()
+    forget(name)
+    write_module(CHECKS.replace("'ok'", "'names the next step'"), name, folder="after")
     after = metric_judge(f"{name}:check")
     assert asyncio.run(after.score({}, "next step")) == Verdict(1.0, "names the next step")
     assert after.version != before.version
     assert after.version.split("#")[0] == before.version.split("#")[0] == f"{name}:check"
-    sys.modules.pop(name)
+    forget(name)
     write_module(CHECKS, name, folder="again")  # the first source, elsewhere: the first version
-    importlib.invalidate_caches()
     assert metric_judge(f"{name}:check").version == before.version
+
+
+def package_version(
+    write: Callable[..., str], package: str, folder: str, checks: str, facts: dict[str, str]
+) -> str:
+    """The version of `package.checks:check` written under `folder` with these other modules."""
+    forget(package)
+    write("", f"{package}.__init__", folder)
+    write(checks, f"{package}.checks", folder)
+    for module, source in facts.items():
+        write(source, f"{package}.{module}", folder)
+    return metric_judge(f"{package}.checks:check").version
+
+
+def test_the_modules_of_its_package_that_a_metric_imports_are_versioned(
+    write_module: Callable[..., str],
+) -> None:
+    package = f"pkg_{uuid.uuid4().hex[:10]}"
+    checks = f"from {package}.facts import FACT\n\n" + CHECKS.replace("'next step'", "FACT")
+    relative = checks.replace(f"from {package}.facts", "from .facts")
+
+    def version(folder: str, text: str, **facts: str) -> str:
+        return package_version(write_module, package, folder, text, facts)
+
+    first = version("a", checks, facts="FACT = 'ships'\n")
+    assert version("b", checks, facts="FACT = 'refunds'\n") != first
+    assert version("c", checks, facts="FACT = 'ships'\n", unused="X = 2\n") == first
+    assert version("d", relative, facts="FACT = 'ships'\n") != version(
+        "e", relative, facts="FACT = 'refunds'\n"
+    )
 
 
 def test_the_metric_format_is_part_of_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
