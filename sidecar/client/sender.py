@@ -22,7 +22,9 @@ from sidecar.client.retry import retry_delay
 
 CONNECT_TIMEOUT_MS = 5_000
 MAX_BLOCK_MS = 5_000
+REQUEST_TIMEOUT_MS = 10_000
 DELIVERY_TIMEOUT_MS = 30_000
+"""kafka-python wants it above linger_ms + request_timeout_ms."""
 RETRY_INTERVAL_S = 0.5
 TAKE_TIMEOUT_S = 0.2
 """How long the idle thread waits on the queue before looking whether it should stop."""
@@ -53,6 +55,7 @@ class Sender:
             "enable_idempotence": False,
             "linger_ms": 5,
             "max_block_ms": MAX_BLOCK_MS,
+            "request_timeout_ms": REQUEST_TIMEOUT_MS,
             "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
             "bootstrap_timeout_ms": CONNECT_TIMEOUT_MS,
             **checked_options(KafkaProducer, options),
@@ -71,14 +74,19 @@ class Sender:
         self._thread.start()
 
     def stop(self, timeout_s: float) -> None:
-        """Send what is queued until `timeout_s` from now, then close the producer."""
+        """Send what is queued until `timeout_s` from now, then close the producer. A thread
+        still stuck connecting then leaves what is queued to be counted here."""
         self._deadline = time.monotonic() + max(0.0, timeout_s)
         self._stopping.set()
         self._thread.join(timeout=max(0.0, timeout_s) + JOIN_GRACE_S)
+        if self._thread.is_alive():
+            self._count_leftovers()
 
     def _run(self) -> None:
         try:
             while not self._finished():
+                if self._producer is None and not self._connect_when_needed():
+                    continue
                 try:
                     record = self._records.get(timeout=TAKE_TIMEOUT_S)
                 except queue.Empty:
@@ -92,14 +100,18 @@ class Sender:
             return False
         return self._gave_up or self._records.empty() or time.monotonic() >= self._deadline
 
+    def _connect_when_needed(self) -> bool:
+        """Build the producer once an event waits (an app that never emits never connects),
+        without taking the event: while connecting, the queue alone holds what is pending."""
+        if self._records.empty():
+            self._stopping.wait(TAKE_TIMEOUT_S)
+            return False
+        return self._connected() is not None
+
     def _send(self, record: tuple[bytes, bytes]) -> None:
-        producer = self._connected()
-        if producer is None:
-            self._counts.count_drop("unsent")
-            return
         key, value = record
         try:
-            future = producer.send(self.topic, key=key, value=value)
+            future = self._producer.send(self.topic, key=key, value=value)
         except Exception as exc:
             self._counts.count_drop("unsent")
             self._problems.report(f"send failed: {one_line(exc)}")
@@ -116,7 +128,7 @@ class Sender:
                 self._producer = build_client(KafkaProducer, **self._build_configs())
             except Exception as exc:
                 self._failures += 1
-                self._problems.report(f"cannot reach the broker: {one_line(exc)}")
+                self._problems.report(f"cannot start a producer: {one_line(exc)}")
                 if stopping or self._pause():
                     self._gave_up = True
                     return None
@@ -160,6 +172,9 @@ class Sender:
                 producer.flush(timeout=max(0.0, self._deadline - time.monotonic()))
             with contextlib.suppress(Exception):
                 producer.close(timeout=max(0.0, self._deadline - time.monotonic()))
+        self._count_leftovers()
+
+    def _count_leftovers(self) -> None:
         left = 0
         while True:
             try:
