@@ -76,7 +76,8 @@ class TrafficEmitter:
             self.count_drop("closed")
             return False
         event_id = uuid.uuid4()
-        if not is_sampled(str(event_id), self.sample_rate):
+        key = str(event_id)
+        if self.sample_rate < 1.0 and not is_sampled(key, self.sample_rate):
             with self._counting:
                 self._sampled_out += 1
             return False
@@ -100,7 +101,7 @@ class TrafficEmitter:
             self.count_drop("too_large")
             return False
         try:
-            self._queue.put_nowait((str(event_id).encode("ascii"), encoded))
+            self._queue.put_nowait((key.encode("ascii"), encoded))
         except queue.Full:
             self.count_drop("queue_full")
             return False
