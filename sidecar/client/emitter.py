@@ -93,7 +93,7 @@ class TrafficEmitter:
                 trace=trace,
                 metadata=metadata,
             ).model_dump_json()
-        except (ValidationError, ValueError, TypeError):
+        except (ValidationError, ValueError, TypeError, RecursionError):
             self.count_drop("invalid")
             return False
         encoded = value.encode("utf-8")

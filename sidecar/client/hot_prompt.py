@@ -25,6 +25,7 @@ from sidecar.client.checks import (
     checked_positive,
     checked_template,
 )
+from sidecar.client.problems import one_line
 from sidecar.client.receiver import ChangeCallback, Receiver
 from sidecar.client.retry import retry_delay
 from sidecar.client.sources import source_for
@@ -125,7 +126,10 @@ class HotPrompt:
         while not self._stopping.is_set():
             try:
                 self._source.run(self._receiver, self._stopping)
-            except Exception:
-                log.exception("%s: %s failed; restarting it", self.name, self._source.description)
+            except Exception as exc:
+                log.debug("%s failed", self._source.description, exc_info=True)
+                self._receiver.problem(
+                    f"{self._source.description} failed ({one_line(exc)}); restarting it"
+                )
             failures += 1
             self._stopping.wait(retry_delay(self.poll_interval_s, failures))

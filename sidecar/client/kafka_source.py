@@ -52,7 +52,7 @@ class KafkaSource:
         while not stopping.is_set():
             try:
                 consumer = build_client(KafkaConsumer, **self._configs())
-            except (KafkaError, OSError) as exc:
+            except Exception as exc:  # kafka-python raises ValueError too, for a bad option
                 receiver.problem(f"cannot reach {self.description}: {one_line(exc)}")
             else:
                 try:

@@ -154,9 +154,20 @@ def test_bad_input_is_dropped_and_counted_never_raised(
     assert emitter.dropped_by_reason == {reason: 1}
 
 
+def cyclic() -> dict[str, Any]:
+    metadata: dict[str, Any] = {"segment": "shipping"}
+    metadata["self"] = metadata
+    return metadata
+
+
 @pytest.mark.parametrize(
     "fields",
-    [{"metadata": {"when": object()}}, {"trace": "not a dict"}, {"metadata": ["segment"]}],
+    [
+        {"metadata": {"when": object()}},
+        {"metadata": cyclic()},
+        {"trace": "not a dict"},
+        {"metadata": ["segment"]},
+    ],
 )
 def test_bad_trace_or_metadata_is_dropped_and_counted(
     emitter: TrafficEmitter, fields: dict[str, Any]

@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -21,6 +22,7 @@ from sidecar.client.template import render_task
 from sidecar.errors import ConfigError, InputError
 from sidecar.events import PromptDocument
 from sidecar.optimize import task
+from tests.helpers import wait_until
 
 NAME = "customer-care"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -240,3 +242,36 @@ def test_retry_delay_grows_and_is_bounded(interval: float, failures: int) -> Non
     assert retry_delay(interval, failures + 1) >= delay or failures == 0
     if failures == 0:
         assert delay == interval
+
+
+class CrashingOnce:
+    """A source with a bug that shows once: its first run raises, its second delivers."""
+
+    description = "crashing source"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self, receiver: Receiver, stopping: threading.Event) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise RuntimeError("a bug in the source")
+        receiver.install(document(2, "Help."))
+        stopping.wait()
+
+
+def test_a_source_that_crashes_is_restarted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="sidecar.client")
+    prompt = HotPrompt(NAME, "file:///nowhere/customer-care.json", poll_interval_s=0.01)
+    source = CrashingOnce()
+    prompt._source = source  # the one seam to a source with a bug; real sources never raise
+    with prompt:
+        wait_until(lambda: prompt.version == 2, 10, "v2 from the restarted source")
+    assert source.runs == 2
+    crashes = [r.getMessage() for r in caplog.records if "failed (" in r.getMessage()]
+    assert crashes == [
+        "customer-care: crashing source failed (a bug in the source); restarting it; "
+        "serving the fallback"
+    ]
