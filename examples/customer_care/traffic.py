@@ -1,59 +1,47 @@
-"""Example traffic of a small customer-care chatbot: what its serving app would emit."""
+"""The example chatbot's customers: the bundled messages, sent to its `POST /chat` the way a load
+generator replays recorded conversations.
+
+    python -m examples.customer_care.traffic --url http://127.0.0.1:8000 --count 40
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
-import uuid
-from datetime import UTC, datetime
+import urllib.request
 from typing import Any
 
-CONVERSATIONS = [
-    (
-        "billing",
-        "Why was I charged twice this month?",
-        "I'm sorry about that. I can see two charges; I've opened a refund for the duplicate.",
-    ),
-    (
-        "billing",
-        "Can I get an invoice for my last order?",
-        "Sure, invoices are under Account > Orders > Invoice.",
-    ),
-    ("shipping", "Where is my order?", "Your order is on its way."),
-    (
-        "shipping",
-        "My parcel says delivered but it's not here.",
-        "Please check with your neighbours; if it is still missing tomorrow I will open a claim.",
-    ),
-    (
-        "returns",
-        "How do I return a jacket that doesn't fit?",
-        "You can return it within 30 days from Account > Orders > Return.",
-    ),
-    ("returns", "I've changed my mind about my order.", "Okay."),
-    (
-        "account",
-        "This is the third time I'm contacting you about my password!",
-        "Please reset your password.",
-    ),
-    (
-        "account",
-        "How do I change my email address?",
-        "Go to Account > Profile > Email and confirm the link we send you.",
-    ),
-]
+from examples.customer_care.messages import MESSAGES
 
 
-def example_event(rng: random.Random, prompt_version: int = 1) -> dict[str, Any]:
-    """One TrafficEvent as JSON-ready data, drawn from the example conversations."""
-    segment, message, reply = rng.choice(CONVERSATIONS)
-    return {
-        "schema_version": 1,
-        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "prompt_name": "customer-care",
-        "prompt_version": prompt_version,
-        "timestamp": datetime.now(UTC).isoformat(),
-        "inputs": {"user_message": message},
-        "output": reply,
-        "trace": {"model": "example", "latency_ms": rng.randint(300, 1500)},
-        "metadata": {"segment": segment, "locale": "en"},
-    }
+def drive(
+    chatbot_url: str, count: int, seed: int = 0, timeout_s: float = 120.0
+) -> list[tuple[str, dict[str, Any]]]:
+    """Send `count` messages (every bundled one in turn, shuffled by `seed`); (message, reply)."""
+    order = list(MESSAGES)
+    random.Random(seed).shuffle(order)
+    replies = []
+    for index in range(count):
+        message = order[index % len(order)]
+        body = json.dumps({"message": message.text, "segment": message.segment}).encode()
+        request = urllib.request.Request(
+            f"{chatbot_url}/chat", data=body, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            replies.append((message.text, json.loads(response.read())))
+    return replies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    for message, reply in drive(args.url, args.count, args.seed):
+        print(f"v{reply['prompt_version']}  {message}  ->  {reply['reply']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -23,14 +23,20 @@ PromptOption = Annotated[
 ]
 
 
-def configure_logging() -> None:
+def configure_logging(quiet: bool = False) -> None:
+    """INFO to stderr; `quiet` (the demo, whose screen is its script) shows warnings only."""
     logging.basicConfig(
-        level=logging.INFO,
+        level=logging.WARNING if quiet else logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("kafka", "uvicorn", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if quiet:
+        # litellm's async logging worker complains when a loop it once used closes (the demo
+        # runs optimize and shadow passes on loops of their own); nothing is lost with it
+        for chatty in ("LiteLLM", "asyncio"):
+            logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
 def stop_on_signals(stop: Callable[[], Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from sidecar.cli.common import JsonFlag, configure_logging, database, stop_on_signals
+from sidecar.errors import InputError
 from sidecar.settings import load_prompts_config, load_settings
 
 
@@ -54,16 +56,47 @@ def broker(
 
 
 def demo(
-    events: Annotated[int, typer.Option(help="How many example events to stream.")] = 40,
+    models: Annotated[
+        str, typer.Option(help="simulated (default: the example's world) or local (SmolLM2).")
+    ] = "simulated",
+    yes: Annotated[bool, typer.Option("--yes", help="Approve without asking (said so).")] = False,
+    serve: Annotated[
+        bool, typer.Option(help="Keep serving after the script, until Ctrl-C.")
+    ] = True,
+    traffic: Annotated[int, typer.Option(help="Customer messages per round of traffic.")] = 40,
     data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its database.")] = Path(
         "demo-data"
     ),
 ) -> None:
-    """Start an embedded broker and the sidecar, stream example traffic, show what was counted."""
-    from sidecar.runtime.demo import run_demo
+    """The whole loop beside the example chatbot: traffic, judge, GEPA, shadow, approval, hot
+    reload. Simulated models by default (labelled so); real ones with the three role settings."""
+    import signal
 
-    configure_logging()
-    run_demo(events=events, data_dir=data_dir, echo=typer.echo)
+    from sidecar.runtime.demo import DemoOptions, run_demo
+
+    if models not in ("simulated", "local"):
+        raise InputError(f"--models: must be simulated or local (got {models!r})")
+    if traffic < 20:
+        raise InputError(f"--traffic: at least 20 messages a round (got {traffic})")
+
+    def ask(question: str) -> bool:
+        if not sys.stdin.isatty():
+            raise InputError("demo: no terminal to ask for approval on: pass --yes")
+        return typer.prompt(question, default="n", show_default=False).strip().lower() in (
+            "y",
+            "yes",
+        )
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    configure_logging(quiet=True)
+    signal.signal(signal.SIGTERM, interrupt)
+    options = DemoOptions(data_dir, models, yes, serve, traffic)
+    try:
+        run_demo(options, typer.echo, ask)
+    except KeyboardInterrupt:
+        typer.echo("stopped")
 
 
 def status(json_output: JsonFlag = False) -> None:

@@ -1,152 +1,264 @@
-"""`gepa-sidecar demo`: the whole sidecar on embedded defaults, driven by the example chatbot's
-traffic, so a newcomer sees events flow, get validated, deduplicated, counted and judged.
+"""`gepa-sidecar demo`: the whole loop on embedded defaults, beside the example chatbot.
 
-With no model settings the judge is a real small model served locally (see local_model.py), so
-the demo runs offline; set SIDECAR_JUDGE_MODEL (and _API_BASE/_API_KEY) to use a provider."""
+The script: customers talk to the chatbot; its traffic reaches the sidecar through the embedded
+broker and is judged; a GEPA run proposes a better prompt; a shadow pass compares it with the
+champion on fresh traffic; a person approves it (over the sidecar's HTTP API, with its token);
+the chatbot picks the new version up without a restart and answers with it. Then everything
+keeps serving until Ctrl-C, so the person can roll back over HTTP or the CLI.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import random
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
-from kafka import KafkaProducer
+import httpx
 
-from sidecar.errors import ConfigError, SidecarError
+from sidecar.errors import SidecarError
+from sidecar.optimize.engine import OptimizationRun, RunReport
+from sidecar.optimize.lineage import component_diff
 from sidecar.runtime.app import App
-from sidecar.runtime.kafka import ensure_topics, kafka_cluster
+from sidecar.runtime.demo_parts import (
+    Models,
+    demo_settings,
+    example_module,
+    fresh_data_dir,
+    start_chatbot,
+    start_models,
+)
+from sidecar.runtime.kafka import kafka_cluster
 from sidecar.settings import Settings, load_settings
+from sidecar.shadow.runner import ShadowPass
+from sidecar.store.candidates import candidates_of
 from sidecar.store.judgments import judgment_feed
-from sidecar.store.repository import count_stored_events, ingest_totals
+from sidecar.store.repository import count_stored_events
 
-EXAMPLE_DIR = Path("examples/customer_care")
-WAIT_S = 90.0
-JUDGE_WAIT_S = 600.0
-LOCAL_MODEL = "openai/local"
-MALFORMED = [
-    b"this is not JSON",
-    b'{"schema_version": 1, "prompt_name": "customer-care"}',
-    b"\xff\xfe not utf-8",
-]
+WAIT_S = 600.0
+SHOWN = 5  # judgments printed per batch of traffic
+SIDECAR_PORT = 8791
+CHATBOT_PORT = 8000
 
 
-def load_example(directory: Path) -> ModuleType:
-    path = directory / "traffic.py"
-    if not path.is_file():
-        raise ConfigError(f"demo needs {path}: run it from the repository root")
-    spec = importlib.util.spec_from_file_location("example_traffic", path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@dataclass(frozen=True)
+class DemoOptions:
+    data_dir: Path
+    models: str  # "simulated" or "local"
+    assume_yes: bool
+    serve: bool
+    traffic: int
 
 
-def run_demo(events: int, data_dir: Path, echo: Callable[[str], None]) -> None:
-    example = load_example(EXAMPLE_DIR)
-    data_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Demo:
+    """The running parts the script talks to."""
+
+    settings: Settings
+    models: Models
+    app: App
+    prompt: Any
+    chatbot_url: str
+    sidecar_url: str
+    echo: Callable[[str], None]
+
+    @property
+    def spec(self) -> Any:
+        return self.app.prompts.prompts[0]
+
+
+def run_demo(
+    options: DemoOptions,
+    echo: Callable[[str], None],
+    ask: Callable[[str], bool],
+) -> None:
+    fresh_data_dir(options.data_dir)
     base = load_settings()
     with ExitStack() as stack:
         servers = stack.enter_context(kafka_cluster(base.kafka_bootstrap_servers))
-        models = _model_settings(base, stack, echo)
-        settings = load_settings(
-            **models,
-            kafka_bootstrap_servers=servers,
-            database_url=os.environ.get(
-                "SIDECAR_DATABASE_URL", f"sqlite:///{data_dir / 'sidecar.db'}"
-            ),
-            config_file=base.config_file or EXAMPLE_DIR / "config.yaml",
-            kafka_session_timeout_ms=6000,
-            kafka_heartbeat_interval_ms=1000,
-            judge_poll_interval_s=0.2,
-            publish_dir=os.environ.get("SIDECAR_PUBLISH_DIR", data_dir / "prompts"),
-        )
-        ensure_topics(servers, [settings.traffic_topic, settings.dlq_topic])
-        echo(f"broker      {servers}")
-        app = App(settings)
-        runner = threading.Thread(target=app.run, name="sidecar", daemon=True)
-        runner.start()
-        try:
-            _wait(lambda: app.consumer is not None and app.consumer.assigned, "the consumer")
-            port = app.http.port if app.http else settings.http_port
-            echo(f"sidecar     http://127.0.0.1:{port}/metrics  (database {settings.database_url})")
-            for name in app.served.names():
-                document = app.served.get(name)
-                version = document.version if document else "?"
-                echo(f"published   {name} v{version} at {settings.publish_dir / (name + '.json')}")
-            before = sum(ingest_totals(app.engine).values())
-            sent = _stream(servers, settings.traffic_topic, example, events)
+        models = start_models(base, options.models, stack)
+        settings = demo_settings(servers, options.data_dir, models, SIDECAR_PORT)
+        echo(f"broker      {servers} (embedded)")
+        echo(f"models      {models.label}")
+        demo = _start(settings, models, stack, echo)
+        before = _converse(demo, options.traffic, "before")
+        if not models.can_improve:
             echo(
-                f"streamed    {events} example events, 1 redelivered duplicate, "
-                f"{len(MALFORMED)} malformed records"
+                "optimize    skipped: a 135M model cannot reflect (asked to rewrite an instruction "
+                "from feedback it carries none of the facts over); point the three role settings "
+                "at a real provider, or run `make demo` for the simulated models"
             )
-            _wait(lambda: sum(ingest_totals(app.engine).values()) - before >= sent, "the counts")
-            totals = ingest_totals(app.engine)
-            echo("counted     " + "  ".join(f"{k}={v}" for k, v in sorted(totals.items())))
-            echo(f"stored      {count_stored_events(app.engine)} events in the database")
-            echo("dead letters went to topic " + settings.dlq_topic + " with a reason header")
-            _show_judgments(app, settings, events, echo)
-        finally:
-            app.stop()
-            runner.join(timeout=30)
+        else:
+            version = _improve(demo, options.traffic)
+            if version is not None and _approve(demo, version, options.assume_yes, ask):
+                after = _converse(demo, options.traffic, f"after approving v{version}")
+                echo(
+                    f"result      mean judge score {_mean(before):.2f} with v1 -> "
+                    f"{_mean(after):.2f} with v{version} on the same {options.traffic} customer "
+                    f"messages ({models.label})"
+                )
+        if options.serve:
+            _serve(demo)
 
 
-def _model_settings(
-    base: Settings, stack: ExitStack, echo: Callable[[str], None]
-) -> dict[str, str]:
-    """Serve the embedded local model for every role still on the default `openai/local`."""
-    local_roles = [
-        role
-        for role in ("judge", "task", "reflection")
-        if getattr(base, f"{role}_model") == LOCAL_MODEL and not getattr(base, f"{role}_api_base")
-    ]
-    if not local_roles:
-        return {}
-    from sidecar.runtime.local_model import LocalModelServer
+def _start(
+    settings: Settings, models: Models, stack: ExitStack, echo: Callable[[str], None]
+) -> Demo:
+    app = App(settings)
+    runner = threading.Thread(target=app.run, name="sidecar", daemon=True)
+    runner.start()
+    stack.callback(runner.join, 30)
+    stack.callback(app.stop)
+    _wait(lambda: app.consumer is not None and app.consumer.assigned, "the sidecar's consumer")
+    assert app.http is not None
+    sidecar_url = f"http://127.0.0.1:{app.http.port}"
+    prompt, chatbot = start_chatbot(settings, models, CHATBOT_PORT, stack)
+    chatbot_url = f"http://127.0.0.1:{chatbot.port}"
+    _wait(lambda: prompt.version == 1, "the chatbot to load the published v1")
+    echo(f"sidecar     {sidecar_url}  (/metrics, /docs; database {settings.database_url})")
+    echo(f"published   customer-care v1 to {settings.publish_dir / 'customer-care.json'}")
+    echo(f"chatbot     {chatbot_url}/chat  (examples/customer_care/chatbot.py, serving v1)")
+    return Demo(settings, models, app, prompt, chatbot_url, sidecar_url, echo)
 
-    server = stack.enter_context(LocalModelServer(base.local_model_path))
-    echo(
-        f"model       {LOCAL_MODEL} = {server.model_path.name} on llama.cpp at {server.api_base}"
-        f" ({', '.join(local_roles)}); a 135M model judges only roughly: point "
-        "SIDECAR_JUDGE_MODEL at a real one"
+
+def _converse(demo: Demo, count: int, when: str) -> list[float]:
+    """Customers talk to the chatbot; the sidecar judges what it answered."""
+    traffic = example_module("traffic")
+    stored = count_stored_events(demo.app.engine)
+    replies = traffic.drive(demo.chatbot_url, count, seed=len(when) + stored)
+    demo.echo(
+        f"traffic     {len(replies)} customer messages through the chatbot ({when}); "
+        f"judged by {demo.models.label.split(' (')[0]}:"
     )
-    return {f"{role}_api_base": server.api_base for role in local_roles}
+    for message, reply in replies[:3]:
+        demo.echo(f"  customer  {_clip(message, 60)}")
+        demo.echo(f"  v{reply['prompt_version']} bot    {_clip(reply['reply'], 100)}")
+    _wait(lambda: count_stored_events(demo.app.engine) >= stored + len(replies), "the traffic")
+    return _show_judgments(demo, stored, len(replies))
 
 
-def _show_judgments(app: App, settings: Settings, events: int, echo: Callable[[str], None]) -> None:
-    """Print each score and its feedback as the judge writes it, until every event has one."""
-    echo(f"judging     with {settings.judge_model} (judge workers inside the sidecar)")
-    printed = {(row.id, row.attempts) for row, _ in judgment_feed(app.engine)}
-    already = sum(row.status == "ok" for row, _ in judgment_feed(app.engine))
-    deadline = time.monotonic() + JUDGE_WAIT_S
+def _show_judgments(demo: Demo, skip: int, count: int) -> list[float]:
+    """The first judgments as the judge workers write them, then this traffic's mean."""
+    label = demo.models.label.split(" (")[0]
+    printed = 0
+    deadline = time.monotonic() + WAIT_S
     while True:
-        feed = judgment_feed(app.engine)
-        for row, output in feed:
-            if (row.id, row.attempts) in printed:
-                continue
-            printed.add((row.id, row.attempts))
-            reply = _clip(output, 48)
-            if row.status == "ok":
-                echo(f"  score {row.score:.2f}  {reply:<50} judge: {_clip(row.feedback or '', 70)}")
-            else:
-                echo(f"  judge_error  {reply:<50} (retried later) {_clip(row.error or '', 60)}")
-        scores = [row.score for row, _ in feed if row.status == "ok" and row.score is not None]
-        if len(scores) >= already + events:
-            break
+        done = [(r, out) for r, out in judgment_feed(demo.app.engine)[skip:] if r.status == "ok"]
+        for row, output in done[printed:SHOWN]:
+            demo.echo(
+                f"  score {row.score:.2f}  {_clip(output, 44):<46} {_clip(row.feedback or '', 80)}"
+            )
+        printed = max(printed, min(len(done), SHOWN))
+        if len(done) >= count:
+            scores = [row.score for row, _ in done if row.score is not None]
+            demo.echo(
+                f"judged      {len(scores)} replies: mean {sum(scores) / len(scores):.2f} "
+                f"({label}; judge_score in /metrics)"
+            )
+            return scores
         if time.monotonic() > deadline:
             raise SidecarError("demo: timed out waiting for the judge")
         time.sleep(0.2)
-    echo(
-        f"judged      {len(scores)} events, mean score {sum(scores) / len(scores):.2f}, "
-        f"{len(feed) - len(scores)} judge errors  (`gepa-sidecar status`; judge_score in /metrics)"
+
+
+def _improve(demo: Demo, traffic: int) -> int | None:
+    """A GEPA run, then a shadow pass on fresh traffic; the version awaiting approval."""
+    demo.echo(
+        "optimize    a GEPA run over the judged traffic (reflection: " + demo.models.label + ")"
     )
+    report = asyncio.run(
+        OptimizationRun(
+            demo.app.engine, demo.settings, demo.spec, progress=_progress(demo)
+        ).execute()
+    )
+    demo.echo(
+        f"            {report.iterations} iterations, {report.metric_calls} metric calls; champion "
+        f"v{report.champion_version} {report.champion_score:.2f}, best v{report.best_version} "
+        f"{report.best_score:.2f}; proposed {', '.join(f'v{v}' for v in report.proposed) or 'none'}"
+    )
+    if not report.proposed:
+        demo.echo("            nothing beat the champion clearly enough to propose")
+        return None
+    versions = candidates_of(demo.app.engine, demo.spec.name)
+    best = max(report.proposed, key=lambda v: (versions[v].evidence or {}).get("pareto_mean", 0))
+    demo.echo(f"diff        v{report.champion_version} -> v{best}")
+    for line in component_diff(versions[report.champion_version], versions[best]).splitlines():
+        demo.echo(f"  {line}")
+    _converse(demo, traffic, "fresh traffic for the shadow pass")
+    shadow = asyncio.run(
+        ShadowPass(demo.app.engine, demo.settings, demo.spec, demo.app.metrics).execute()
+    )
+    for outcome in shadow.candidates:
+        demo.echo(f"shadow      v{outcome.version}: {outcome.reason}  ({demo.models.label})")
+    after = candidates_of(demo.app.engine, demo.spec.name)
+    waiting = [v for v, c in after.items() if c.status == "awaiting_approval"]
+    return max(waiting) if waiting else None
+
+
+def _progress(demo: Demo) -> Callable[[RunReport], None]:
+    def line(report: RunReport) -> None:
+        demo.echo(
+            f"  iteration {report.iterations:>2}  metric calls {report.metric_calls:>3}  "
+            f"best v{report.best_version} {report.best_score:.2f}  frontier {len(report.frontier)}"
+        )
+
+    return line
+
+
+def _approve(demo: Demo, version: int, assume_yes: bool, ask: Callable[[str], bool]) -> bool:
+    question = f"approve     customer-care v{version} (it passed the shadow gate)? [y/N] "
+    if assume_yes:
+        demo.echo(question + "yes (--yes)")
+    elif not ask(question):
+        demo.echo(f"            not approved: v{version} waits in `gepa-sidecar candidates`")
+        return False
+    token = demo.settings.admin_token.get_secret_value() if demo.settings.admin_token else ""
+    started = time.monotonic()
+    answer = httpx.post(
+        f"{demo.sidecar_url}/v1/prompts/customer-care/candidates/{version}/approve",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"by": "demo", "note": "approved in the demo"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    _wait(lambda: demo.prompt.version == version, f"the chatbot to load v{version}")
+    elapsed = time.monotonic() - started
+    demo.echo(
+        f"approved    v{version} over HTTP (POST .../approve with the admin token); published to "
+        f"file, Kafka and HTTP; the chatbot serves v{version} {elapsed:.2f}s later, no restart"
+    )
+    return True
+
+
+def _serve(demo: Demo) -> None:
+    token = demo.settings.admin_token.get_secret_value() if demo.settings.admin_token else ""
+    json_header = "-H 'content-type: application/json'"
+    demo.echo("serving     until Ctrl-C; try:")
+    demo.echo(
+        f"  chat      curl -s {demo.chatbot_url}/chat {json_header} "
+        """-d '{"message": "How do I get a refund?"}'"""
+    )
+    demo.echo(
+        f"  rollback  curl -s -X POST {demo.sidecar_url}/v1/prompts/customer-care/rollback "
+        f"""-H 'Authorization: Bearer {token}' {json_header} -d '{{"by": "you"}}'"""
+    )
+    demo.echo(
+        f"  or        SIDECAR_DATABASE_URL={demo.settings.database_url} "
+        f"SIDECAR_CONFIG_FILE={demo.settings.config_file} .venv/bin/gepa-sidecar rollback --by you"
+    )
+    demo.echo(f"  watch     {demo.sidecar_url}/metrics  {demo.sidecar_url}/docs")
+    try:
+        threading.Event().wait()  # Ctrl-C (or SIGTERM, turned into one by the command) ends it
+    except KeyboardInterrupt:
+        demo.echo("stopping")
+
+
+def _mean(scores: list[float]) -> float:
+    return sum(scores) / len(scores) if scores else 0.0
 
 
 def _clip(text: str, width: int) -> str:
@@ -154,26 +266,9 @@ def _clip(text: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _stream(servers: str, topic: str, example: ModuleType, count: int) -> int:
-    rng = random.Random()
-    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
-    first = None
-    for _ in range(count):
-        event = example.example_event(rng)
-        first = first or event
-        producer.send(topic, key=event["event_id"].encode(), value=json.dumps(event).encode())
-    if first is not None:
-        producer.send(topic, key=first["event_id"].encode(), value=json.dumps(first).encode())
-    for value in MALFORMED:
-        producer.send(topic, value=value)
-    producer.flush()
-    producer.close()
-    return count + (1 if first else 0) + len(MALFORMED)
-
-
 def _wait(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
         if time.monotonic() > deadline:
             raise SidecarError(f"demo: timed out waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(0.05)
