@@ -64,6 +64,10 @@ def demo(
         bool, typer.Option(help="Keep serving after the script, until Ctrl-C.")
     ] = True,
     traffic: Annotated[int, typer.Option(help="Customer messages per round of traffic.")] = 40,
+    port: Annotated[int, typer.Option(help="The sidecar's HTTP port (0: any free one).")] = 8791,
+    chatbot_port: Annotated[
+        int, typer.Option(help="The example chatbot's port (0: any free one).")
+    ] = 8000,
     data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its database.")] = Path(
         "demo-data"
     ),
@@ -78,10 +82,10 @@ def demo(
         raise InputError(f"--models: must be simulated or local (got {models!r})")
     if traffic < 20:
         raise InputError(f"--traffic: at least 20 messages a round (got {traffic})")
+    if not yes and not sys.stdin.isatty():
+        raise InputError("demo: no terminal to ask for approval on: pass --yes")
 
     def ask(question: str) -> bool:
-        if not sys.stdin.isatty():
-            raise InputError("demo: no terminal to ask for approval on: pass --yes")
         return typer.prompt(question, default="n", show_default=False).strip().lower() in (
             "y",
             "yes",
@@ -92,7 +96,7 @@ def demo(
 
     configure_logging(quiet=True)
     signal.signal(signal.SIGTERM, interrupt)
-    options = DemoOptions(data_dir, models, yes, serve, traffic)
+    options = DemoOptions(data_dir, models, yes, serve, traffic, port, chatbot_port)
     try:
         run_demo(options, typer.echo, ask)
     except KeyboardInterrupt:

@@ -41,8 +41,6 @@ from sidecar.store.repository import count_stored_events
 
 WAIT_S = 600.0
 SHOWN = 5  # judgments printed per batch of traffic
-SIDECAR_PORT = 8791
-CHATBOT_PORT = 8000
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,8 @@ class DemoOptions:
     assume_yes: bool
     serve: bool
     traffic: int
+    sidecar_port: int = 8791
+    chatbot_port: int = 8000
 
 
 @dataclass
@@ -81,10 +81,10 @@ def run_demo(
     with ExitStack() as stack:
         servers = stack.enter_context(kafka_cluster(base.kafka_bootstrap_servers))
         models = start_models(base, options.models, stack)
-        settings = demo_settings(servers, options.data_dir, models, SIDECAR_PORT)
+        settings = demo_settings(servers, options.data_dir, models, options.sidecar_port)
         echo(f"broker      {servers} (embedded)")
         echo(f"models      {models.label}")
-        demo = _start(settings, models, stack, echo)
+        demo = _start(settings, models, options.chatbot_port, stack, echo)
         before = _converse(demo, options.traffic, "before")
         if not models.can_improve:
             echo(
@@ -106,7 +106,11 @@ def run_demo(
 
 
 def _start(
-    settings: Settings, models: Models, stack: ExitStack, echo: Callable[[str], None]
+    settings: Settings,
+    models: Models,
+    chatbot_port: int,
+    stack: ExitStack,
+    echo: Callable[[str], None],
 ) -> Demo:
     app = App(settings)
     runner = threading.Thread(target=app.run, name="sidecar", daemon=True)
@@ -116,7 +120,7 @@ def _start(
     _wait(lambda: app.consumer is not None and app.consumer.assigned, "the sidecar's consumer")
     assert app.http is not None
     sidecar_url = f"http://127.0.0.1:{app.http.port}"
-    prompt, chatbot = start_chatbot(settings, models, CHATBOT_PORT, stack)
+    prompt, chatbot = start_chatbot(settings, models, chatbot_port, stack)
     chatbot_url = f"http://127.0.0.1:{chatbot.port}"
     _wait(lambda: prompt.version == 1, "the chatbot to load the published v1")
     echo(f"sidecar     {sidecar_url}  (/metrics, /docs; database {settings.database_url})")
@@ -129,7 +133,7 @@ def _converse(demo: Demo, count: int, when: str) -> list[float]:
     """Customers talk to the chatbot; the sidecar judges what it answered."""
     traffic = example_module("traffic")
     stored = count_stored_events(demo.app.engine)
-    replies = traffic.drive(demo.chatbot_url, count, seed=len(when) + stored)
+    replies = traffic.drive(demo.chatbot_url, count)  # the same customers every round
     demo.echo(
         f"traffic     {len(replies)} customer messages through the chatbot ({when}); "
         f"judged by {demo.models.label.split(' (')[0]}:"

@@ -1,0 +1,57 @@
+"""`gepa-sidecar demo` as a newcomer runs it, on the simulated models: the scripted part closes
+the loop (traffic through the example chatbot, judged, optimized, shadowed, approved, hot
+reloaded) and the chatbot's score rises, with every screen that shows scores labelled."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import scaled
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_demo(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", "demo", "--data-dir", str(tmp_path), *options],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=scaled(300),
+        check=False,
+    )
+
+
+def test_the_demo_closes_the_loop_and_the_chatbot_serves_the_approved_prompt(
+    tmp_path: Path,
+) -> None:
+    result = run_demo(tmp_path, "--yes", "--no-serve", "--port", "0", "--chatbot-port", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "models      simulated models" in out
+    approved = re.search(r"approved    v(\d+) over HTTP .* the chatbot serves v(\d+) ", out)
+    assert approved is not None, out
+    assert approved[1] == approved[2] != "1"
+    assert "yes (--yes)" in out
+    result_line = re.search(r"mean judge score ([0-9.]+) with v1 -> ([0-9.]+) with v(\d+)", out)
+    assert result_line is not None, out
+    assert float(result_line[2]) > float(result_line[1])
+    assert result_line[3] == approved[1]
+    assert f"v{approved[1]} bot" in out  # the chatbot answered with the new version
+    assert all("simulated models" in line for line in out.splitlines() if "judged " in line)
+    published = (tmp_path / "prompts" / "customer-care.json").read_text()
+    assert f'"version": {approved[1]}' in published
+
+
+def test_the_demo_refuses_to_wait_for_an_answer_nobody_can_give(tmp_path: Path) -> None:
+    result = run_demo(tmp_path, "--no-serve")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: demo: no terminal to ask for approval on: pass --yes"
+    assert not (tmp_path / "sidecar.db").exists()
