@@ -63,3 +63,9 @@ def checked_rate(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"sample_rate: a fraction from 0.0 to 1.0, not {value!r}")
     return float(value)
+
+
+def checked_size(setting: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{setting}: a whole number of at least 1, not {value!r}")
+    return value

@@ -8,7 +8,6 @@ broker or bad input costs the app one dropped, counted event, never a blocked or
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import uuid
@@ -18,11 +17,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sidecar.client.checks import checked_name, checked_positive, checked_rate
+from sidecar.client.checks import checked_name, checked_rate, checked_size
 from sidecar.events import MAX_EVENT_BYTES, TrafficEvent
 from sidecar.ingest.sampling import is_sampled
-
-log = logging.getLogger("sidecar.client")
 
 DEFAULT_QUEUE_SIZE = 10_000
 CLOSE_TIMEOUT_S = 10.0
@@ -48,8 +45,9 @@ class TrafficEmitter:
     ) -> None:
         self.prompt_name = checked_name(prompt_name)
         self.sample_rate = checked_rate(sample_rate)
-        checked_positive("queue_size", queue_size)
-        self._queue: queue.Queue[Record] = queue.Queue(maxsize=int(queue_size))
+        self._queue: queue.Queue[Record] = queue.Queue(
+            maxsize=checked_size("queue_size", queue_size)
+        )
         self._counting = threading.Lock()
         self._drops: Counter[str] = Counter()
         self._sent = 0

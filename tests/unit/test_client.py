@@ -136,7 +136,8 @@ def test_a_wrong_construction_is_one_config_error(
     [
         ({"prompt_name": "no spaces allowed"}, "prompt name"),
         ({"prompt_name": NAME, "sample_rate": 1.5}, "sample_rate"),
-        ({"prompt_name": NAME, "queue_size": 0}, "queue_size"),
+        ({"prompt_name": NAME, "queue_size": 0}, "queue_size: a whole number of at least 1"),
+        ({"prompt_name": NAME, "queue_size": 2.5}, "queue_size: a whole number of at least 1"),
         ({"prompt_name": NAME, "unknown_option": 1}, "KafkaProducer options not accepted"),
     ],
 )
