@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.net.compat import KafkaNetClient
 from kafka.partitioner.default import murmur2
 from pydantic import ValidationError
 
+from sidecar.client.kafka_clients import build_client
 from sidecar.errors import ConfigError, PublishError
 from sidecar.events import PromptDocument
 from sidecar.promote.documents import document_json
@@ -241,36 +241,6 @@ class KafkaPublisher:
         if producer is not None:
             with contextlib.suppress(KafkaError):
                 producer.close(timeout=self.timeout_s)
-
-
-class ClosingClients:
-    """kafka-python builds a client's network layer (two sockets) before it first connects, and
-    when that connection fails inside the constructor nothing closes it: retrying every tick
-    against a down broker would leak two descriptors a try. Built through this factory (the
-    documented `kafka_client` option), the clients of a failed construction are closed."""
-
-    def __init__(self) -> None:
-        self.made: list[KafkaNetClient] = []
-
-    def __call__(self, **configs: Any) -> KafkaNetClient:
-        client = KafkaNetClient(**configs)
-        self.made.append(client)
-        return client
-
-    def close(self) -> None:
-        for client in self.made:
-            with contextlib.suppress(Exception):
-                client.close()
-
-
-def build_client(kind: Any, **configs: Any) -> Any:
-    """A KafkaProducer or KafkaConsumer, leaving nothing open when it cannot be built."""
-    clients = ClosingClients()
-    try:
-        return kind(kafka_client=clients, **configs)
-    except BaseException:
-        clients.close()
-        raise
 
 
 def record_headers(activation_id: int) -> list[tuple[str, bytes]]:
