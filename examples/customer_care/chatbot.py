@@ -26,6 +26,7 @@ from sidecar.client import HotPrompt, TrafficEmitter
 
 NAME = "customer-care"
 CONFIG = Path(__file__).with_name("config.yaml")
+MAX_REPLY_TOKENS = 200  # a chat reply, not an essay (small local models ramble on otherwise)
 
 
 class ChatRequest(BaseModel):
@@ -71,6 +72,7 @@ def create_chatbot(
                 api_base=api_base,
                 # an OpenAI-compatible local server wants some key, and ignores it
                 api_key=api_key or ("unused" if api_base else None),
+                max_tokens=MAX_REPLY_TOKENS,
                 timeout=60,
             )
         except Exception as exc:  # the provider's failure is the user's 502, never a crash
