@@ -45,6 +45,8 @@ bench: install ## benchmarks, each printing one JSON line
 	$(BIN)/python bench/judge.py
 	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/optimize_parity.py
+	$(BIN)/python bench/reload.py
+	$(BIN)/python bench/sdk.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) demo-data .pytest_cache .ruff_cache .mypy_cache

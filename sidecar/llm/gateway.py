@@ -53,7 +53,8 @@ def load_litellm() -> Any:
             litellm.suppress_debug_info = True
             litellm.telemetry = False
             for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
-                logging.getLogger(name).setLevel(logging.WARNING)  # not a line per call
+                chatty = logging.getLogger(name)  # not a line per call; a quieter choice stays
+                chatty.setLevel(max(chatty.level, logging.WARNING))
             _litellm_module = litellm
         return _litellm_module
 

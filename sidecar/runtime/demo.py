@@ -176,7 +176,7 @@ def _improve(demo: Demo, traffic: int) -> int | None:
     )
     report = asyncio.run(
         OptimizationRun(
-            demo.app.engine, demo.settings, demo.spec, progress=_progress(demo)
+            demo.app.engine, demo.settings, demo.spec, seed=0, progress=_progress(demo)
         ).execute()
     )
     demo.echo(
