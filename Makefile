@@ -20,7 +20,7 @@ $(BIN)/gepa-sidecar: $(UV) uv.lock pyproject.toml
 
 install: $(BIN)/gepa-sidecar ## create .venv from uv.lock
 
-demo: install ## embedded broker + sidecar + example traffic
+demo: install ## the whole loop beside the example chatbot (asks before approving)
 	$(BIN)/gepa-sidecar demo
 
 lint: install
