@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import litellm
 import yaml
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from sidecar.client import HotPrompt, TrafficEmitter
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: the bundled prices
+import litellm
 
 NAME = "customer-care"
 CONFIG = Path(__file__).with_name("config.yaml")

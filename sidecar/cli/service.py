@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -100,7 +101,11 @@ def demo(
     try:
         run_demo(options, typer.echo, ask)
     except KeyboardInterrupt:
+        # Everything was closed on the way out; a model call interrupted mid-flight may still
+        # hold a worker thread the interpreter would wait for at exit, so leave at once.
         typer.echo("stopped")
+        sys.stdout.flush()
+        os._exit(130)
 
 
 def status(json_output: JsonFlag = False) -> None:

@@ -174,16 +174,16 @@ def _improve(demo: Demo, traffic: int) -> int | None:
     demo.echo(
         "optimize    a GEPA run over the judged traffic (reflection: " + demo.models.label + ")"
     )
-    report = asyncio.run(
-        OptimizationRun(
-            demo.app.engine, demo.settings, demo.spec, seed=0, progress=_progress(demo)
-        ).execute()
+    run = OptimizationRun(
+        demo.app.engine, demo.settings, demo.spec, seed=0, progress=_progress(demo)
     )
+    report = asyncio.run(run.execute())
     demo.echo(
         f"            {report.iterations} iterations, {report.metric_calls} metric calls; champion "
         f"v{report.champion_version} {report.champion_score:.2f}, best v{report.best_version} "
         f"{report.best_score:.2f}; proposed {', '.join(f'v{v}' for v in report.proposed) or 'none'}"
     )
+    demo.echo(_priced(run.gateway.ledger.snapshot(), demo.models.label))
     if not report.proposed:
         demo.echo("            nothing beat the champion clearly enough to propose")
         return None
@@ -201,6 +201,33 @@ def _improve(demo: Demo, traffic: int) -> int | None:
     after = candidates_of(demo.app.engine, demo.spec.name)
     waiting = [v for v, c in after.items() if c.status == "awaiting_approval"]
     return max(waiting) if waiting else None
+
+
+REFERENCE_PRICES = {"task": "gpt-4o-mini", "judge": "gpt-4o-mini", "reflection": "gpt-4o"}
+"""What the demo prices a run at when its own models have no price (simulated or local)."""
+
+
+def _priced(spend: dict[str, Any], label: str) -> str:
+    """The run's tokens, and what they would cost on a provider (litellm's price map)."""
+    from sidecar.llm.gateway import load_litellm
+
+    litellm = load_litellm()
+    tokens = sum(s.prompt_tokens + s.completion_tokens for s in spend.values())
+    spent = sum(s.cost_usd for s in spend.values())
+    if spent > 0:
+        return f"cost        {tokens} tokens, ${spent:.4f} ({label}, litellm's prices)"
+    usd = 0.0
+    for role, used in spend.items():
+        prompt_usd, completion_usd = litellm.cost_per_token(
+            model=REFERENCE_PRICES.get(role, "gpt-4o-mini"),
+            prompt_tokens=used.prompt_tokens,
+            completion_tokens=used.completion_tokens,
+        )
+        usd += prompt_usd + completion_usd
+    return (
+        f"cost        {tokens} tokens; at OpenAI's prices (gpt-4o-mini for task and judge, "
+        f"gpt-4o for reflection) this run would cost ${usd:.4f} (litellm's price map)"
+    )
 
 
 def _progress(demo: Demo) -> Callable[[RunReport], None]:

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import httpx
 
 from tests.helpers import scaled
 
@@ -55,3 +59,46 @@ def test_the_demo_refuses_to_wait_for_an_answer_nobody_can_give(tmp_path: Path) 
     assert result.returncode == 2
     assert result.stderr.strip() == "error: demo: no terminal to ask for approval on: pass --yes"
     assert not (tmp_path / "sidecar.db").exists()
+
+
+def test_the_demo_serves_until_it_is_told_to_stop(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    command = [sys.executable, "-m", "sidecar", "demo", "--data-dir", str(tmp_path), "--yes"]
+    process = subprocess.Popen(
+        [*command, "--port", "0", "--chatbot-port", "0"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    serving = threading.Event()
+
+    def drain() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.lstrip().startswith("watch "):  # the last line before it waits
+                serving.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert serving.wait(scaled(300)), "".join(lines[-40:])
+        chat = next(line for line in lines if line.strip().startswith("chat "))
+        url = re.search(r"(http://127\.0\.0\.1:\d+)/chat", chat)
+        assert url is not None
+        reply = httpx.post(f"{url[1]}/chat", json={"message": "Where is my refund?"}, timeout=30)
+        assert reply.json()["prompt_version"] > 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=scaled(60)) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(scaled(10))
+        if process.stdout is not None:
+            process.stdout.close()
+    assert lines[-1].strip() == "stopping"
