@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import typer
 
 from sidecar.cli.common import JsonFlag, PromptOption, configure_logging, database, required_spec
+from sidecar.runtime.progress import run_with_progress_bar
 from sidecar.settings import load_settings
 
 
@@ -41,7 +41,7 @@ def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None
     run = OptimizationRun(engine, settings, spec)
     try:
         if sys.stderr.isatty():
-            report = _with_progress_bar(run, settings.run_max_metric_calls)
+            report = run_with_progress_bar(run, settings.run_max_metric_calls)
         else:  # logs (a pod, CI): one line per iteration
             run.progress = line
             report = asyncio.run(run.execute())
@@ -97,33 +97,3 @@ def shadow(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
         )
     if not report.candidates:
         typer.echo("no candidate in shadow and none proposed")
-
-
-def _with_progress_bar(run: Any, budget_calls: int) -> Any:
-    """Run with a live bar on stderr: metric calls against the budget, spend, best, frontier."""
-    import asyncio
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    columns = (
-        TextColumn("optimizing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("metric calls  ${task.fields[cost]:.4f}  best {task.fields[best]}"),
-        TextColumn("frontier {task.fields[frontier]}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task("run", total=budget_calls, cost=0.0, best="-", frontier=0)
-
-        def update(report: Any) -> None:
-            bar.update(
-                task,
-                completed=report.metric_calls,
-                cost=report.cost_usd,
-                best=f"v{report.best_version} {report.best_score:.3f}",
-                frontier=len(report.frontier),
-            )
-
-        run.progress = update
-        return asyncio.run(run.execute())

@@ -10,6 +10,7 @@ keeps serving until Ctrl-C, so the person can roll back over HTTP or the CLI.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from sidecar.runtime.demo_parts import (
     start_models,
 )
 from sidecar.runtime.kafka import kafka_cluster
+from sidecar.runtime.progress import run_with_progress_bar
 from sidecar.settings import Settings, load_settings
 from sidecar.shadow.runner import ShadowPass
 from sidecar.store.candidates import candidates_of
@@ -174,10 +176,12 @@ def _improve(demo: Demo, traffic: int) -> int | None:
     demo.echo(
         "optimize    a GEPA run over the judged traffic (reflection: " + demo.models.label + ")"
     )
-    run = OptimizationRun(
-        demo.app.engine, demo.settings, demo.spec, seed=0, progress=_progress(demo)
-    )
-    report = asyncio.run(run.execute())
+    run = OptimizationRun(demo.app.engine, demo.settings, demo.spec, seed=0)
+    if sys.stdout.isatty():
+        report = run_with_progress_bar(run, demo.settings.run_max_metric_calls, stderr=False)
+    else:  # a log or a pipe: one line per iteration
+        run.progress = _progress(demo)
+        report = asyncio.run(run.execute())
     demo.echo(
         f"            {report.iterations} iterations, {report.metric_calls} metric calls; champion "
         f"v{report.champion_version} {report.champion_score:.2f}, best v{report.best_version} "
