@@ -84,7 +84,11 @@ def demo(
     if traffic < 20:
         raise InputError(f"--traffic: at least 20 messages a round (got {traffic})")
     if not yes and not sys.stdin.isatty():
-        raise InputError("demo: no terminal to ask for approval on: pass --yes")
+        typer.echo(
+            "demo        no terminal to ask on: it approves as --yes would, and stops after "
+            "the script instead of serving"
+        )
+        yes, serve = True, False
 
     def ask(question: str) -> bool:
         return typer.prompt(question, default="n", show_default=False).strip().lower() in (
