@@ -136,6 +136,6 @@ def start_chatbot(
     app = chatbot.create_chatbot(
         prompt, emitter, models.chatbot_model, models.chatbot_api_base, models.chatbot_api_key
     )
-    server = HttpServer(app, "127.0.0.1", port).start()
+    server = HttpServer(app, "127.0.0.1", port, setting="--chatbot-port").start()
     stack.callback(server.stop)
     return prompt, server

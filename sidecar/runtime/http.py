@@ -17,11 +17,14 @@ START_TIMEOUT_S = 15.0
 class HttpServer:
     """Starts listening in `start()` (or says why not); `stop()` lets requests finish."""
 
-    def __init__(self, api: FastAPI, host: str, port: int) -> None:
+    def __init__(
+        self, api: FastAPI, host: str, port: int, setting: str = "SIDECAR_HTTP_PORT"
+    ) -> None:
         config = uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
         self._address = f"{host}:{port}"
+        self._setting = setting  # what to change when the port is taken
 
     @property
     def port(self) -> int:
@@ -40,7 +43,7 @@ class HttpServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ConfigError(f"SIDECAR_HTTP_PORT: cannot listen on {self._address}")
+                raise ConfigError(f"{self._setting}: cannot listen on {self._address}")
             time.sleep(0.01)
         return self
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -107,3 +108,15 @@ def test_bad_demo_options_are_one_line_errors_before_anything_starts(tmp_path: P
         result = run_demo(tmp_path, *options)
         assert (result.returncode, result.stderr.strip()) == (2, message)
     assert not (tmp_path / "sidecar.db").exists()
+
+
+def test_a_taken_chatbot_port_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_demo(tmp_path, "--port", "0", "--chatbot-port", str(port))
+    assert result.returncode == 2
+    # (uvicorn logs its own bind error above it)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"error: --chatbot-port: cannot listen on 127.0.0.1:{port}"
