@@ -105,7 +105,7 @@ def decision_routes(
                 targets=targets,
                 now=datetime.now(UTC),
             )
-        forced = bool((activation.document.get("evidence") or {}).get("forced"))
+        forced = activation.forced
         log.info("%s v%d approved by %s over HTTP%s", name, version, body.by, " (forced)" * forced)
         decided()
         return activation_result(activation, Action.FORCE_APPROVE if forced else Action.APPROVE)

@@ -77,7 +77,7 @@ def approve(
             targets=settings.publish_targets,
             now=datetime.now(UTC),
         )
-        forced = bool((activation.document.get("evidence") or {}).get("forced"))
+        forced = activation.forced
         reason = " (forced: it had not passed the shadow gate)" if forced else ""
         _report(settings, activation, forced, f"approved {name} v{version}{reason}", json_output)
         _wait_for_delivery(engine, activation, wait, json_output)

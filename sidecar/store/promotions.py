@@ -53,6 +53,11 @@ class Activation:
     document: dict[str, Any]
     targets: tuple[str, ...]
 
+    @property
+    def forced(self) -> bool:
+        """Approved without passing the shadow gate (the document's evidence says so)."""
+        return bool((self.document.get("evidence") or {}).get("forced"))
+
 
 def approve(
     engine: Engine,
