@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RELIABILITY_ROUNDS ?= 5
 RELIABILITY_TESTS := tests/integration/test_crash.py tests/integration/test_publish_crash.py tests/integration/test_outages.py
 
-.PHONY: install demo test test-fast lint bench reliability clean
+.PHONY: install prometheus demo test test-fast lint bench reliability clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -20,6 +20,12 @@ $(BIN)/gepa-sidecar: $(UV) uv.lock pyproject.toml
 
 install: $(BIN)/gepa-sidecar ## create .venv from uv.lock
 
+# The rules and end-to-end tests run the real Prometheus and promtool, from Debian's packages.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		apt-get install -y --no-install-recommends prometheus >/dev/null || \
+		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends prometheus >/dev/null; }
+
 demo: install ## the whole loop beside the example chatbot (asks before approving)
 	$(BIN)/gepa-sidecar demo
 
@@ -28,7 +34,7 @@ lint: install
 	$(BIN)/ruff format --check sidecar tests bench examples
 	$(BIN)/mypy
 
-test: install lint ## the whole suite: unit, integration (real broker, SQLite, PostgreSQL, HTTP)
+test: install prometheus lint ## the whole suite: unit, integration (real broker, SQLite, PostgreSQL, HTTP)
 	$(BIN)/pytest -q
 
 test-fast: install ## the unit tests only, no lint: seconds, for the edit-test loop

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     consumer_group: str = "gepa-sidecar"
     kafka_session_timeout_ms: Annotated[int, Field(ge=1000, le=3_600_000)] = 10_000
     kafka_heartbeat_interval_ms: Annotated[int, Field(ge=100, le=600_000)] = 3_000
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = "latest"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
     sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     ingest_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     ingest_queue_batches: Annotated[int, Field(ge=1, le=64)] = 4
@@ -102,8 +108,11 @@ class Settings(BaseSettings):
     publish_poll_interval_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 1.0
     admin_token: SecretStr | None = None
     http_host: str = "0.0.0.0"
-    http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 8791
     config_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    shutdown_grace_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 20.0
 
     @field_validator("kafka_heartbeat_interval_ms")
     @classmethod
@@ -153,7 +162,12 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
         return value
 
-    @field_validator("config_file", "local_model_path")
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("config_file", "local_model_path", "kafka_ssl_cafile")
     @classmethod
     def _config_file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -169,7 +183,7 @@ def load_settings(**overrides: object) -> Settings:
         first = exc.errors()[0]
         name = ENV_PREFIX + "_".join(str(part) for part in first["loc"][:1]).upper()
         given = first.get("input")
-        secret = name.endswith(("_KEY", "_TOKEN"))
+        secret = name.endswith(("_KEY", "_TOKEN", "_PASSWORD"))
         shown = "" if secret or isinstance(given, dict) or given is None else f" (got {given!r})"
         raise ConfigError(f"{name}: {first['msg']}{shown}") from None
 

@@ -42,7 +42,7 @@ def test_defaults_load() -> None:
     assert settings.sample_rate == 1.0
     assert settings.database_url == "sqlite:///./sidecar.db"
     assert settings.optimize_schedule == "3600"
-    assert settings.http_port == 8080
+    assert settings.http_port == 8791
     assert settings.traffic_topic == "gepa.traffic"
     assert settings.kafka_bootstrap_servers is None
     assert settings.config_file is None
