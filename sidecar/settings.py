@@ -174,6 +174,17 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
+    @model_validator(mode="after")
+    def _kafka_security_fits(self) -> Settings:
+        """Credentials and a CA file only with a protocol that uses them, and all of a SASL
+        protocol's credentials (the SDK reads the same variables with the same checks)."""
+        from sidecar.client.security import KafkaSecurity
+
+        problem = KafkaSecurity.of(self).problem()
+        if problem is not None:
+            raise PydanticCustomError("kafka_security", "{problem}", {"problem": problem})
+        return self
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning the first validation problem into one line naming the setting."""
@@ -181,6 +192,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check across settings: its message names them itself
+            raise ConfigError(first["msg"]) from None
         name = ENV_PREFIX + "_".join(str(part) for part in first["loc"][:1]).upper()
         given = first.get("input")
         secret = name.endswith(("_KEY", "_TOKEN", "_PASSWORD"))

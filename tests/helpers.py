@@ -112,7 +112,8 @@ def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -
 
 
 def sidecar_settings(bootstrap: str, topics: Any, database_url: str, **overrides: Any) -> Settings:
-    """Settings for a sidecar under test: fast group joins, its own topics and group."""
+    """Settings for a sidecar under test: fast group joins, its own topics and group, and a new
+    group reading its topic from the beginning (tests produce before the consumer joins)."""
     values: dict[str, Any] = {
         "kafka_bootstrap_servers": bootstrap,
         "traffic_topic": topics.traffic,
@@ -121,6 +122,7 @@ def sidecar_settings(bootstrap: str, topics: Any, database_url: str, **overrides
         "database_url": database_url,
         "kafka_session_timeout_ms": 6000,
         "kafka_heartbeat_interval_ms": 1000,
+        "kafka_auto_offset_reset": "earliest",
         "http_port": 0,
         "http_host": "127.0.0.1",
         "prompts_topic": f"{topics.traffic}.prompts",

@@ -34,6 +34,7 @@ def sidecar_env(kafka_bootstrap: str, topics: Topics, database_url: str) -> dict
         SIDECAR_DATABASE_URL=database_url,
         SIDECAR_KAFKA_SESSION_TIMEOUT_MS="6000",
         SIDECAR_KAFKA_HEARTBEAT_INTERVAL_MS="1000",
+        SIDECAR_KAFKA_AUTO_OFFSET_RESET="earliest",
         SIDECAR_INGEST_BATCH_SIZE="20",
         SIDECAR_HTTP_PORT="0",
         SIDECAR_HTTP_HOST="127.0.0.1",

@@ -31,7 +31,8 @@ Record = tuple[bytes, bytes]
 class TrafficEmitter:
     """Sends sampled TrafficEvents of one prompt to `topic`. `kafka_options` go to kafka-python's
     KafkaProducer (security_protocol, sasl_mechanism, sasl_plain_username, sasl_plain_password,
-    ssl_cafile, acks, linger_ms, …)."""
+    ssl_cafile, acks, linger_ms, …); with no security option among them, the sidecar's
+    SIDECAR_KAFKA_SECURITY_PROTOCOL, _SASL_* and _SSL_CAFILE variables, when set, supply them."""
 
     def __init__(
         self,

@@ -41,7 +41,9 @@ CLOSE_TIMEOUT_S = 10.0
 class HotPrompt:
     """One prompt from one source (file://, http:// or kafka://, see `sources.py`), with a
     bundled fallback until the first document arrives. `kafka_options` go to kafka-python's
-    KafkaConsumer (security_protocol, sasl_mechanism, sasl_plain_username, ssl_cafile, …)."""
+    KafkaConsumer (security_protocol, sasl_mechanism, sasl_plain_username, ssl_cafile, …); with
+    no security option among them, the sidecar's SIDECAR_KAFKA_SECURITY_PROTOCOL, _SASL_* and
+    _SSL_CAFILE variables, when set, supply them (see `security.py`)."""
 
     def __init__(
         self,

@@ -4,13 +4,21 @@ kafka-python builds a client's network layer (two sockets) before it first conne
 that connection fails inside the constructor nothing closes it: a HotPrompt or TrafficEmitter
 retrying against a down broker would leak two descriptors a try. Built through ClosingClients
 (the documented `kafka_client` option), the clients of a failed construction are closed.
+
+Construction is also bounded. kafka-python 3 bounds its bootstrap by `bootstrap_timeout_ms`, but
+not a TLS handshake or SASL exchange that the broker never answers (a TLS client on a plaintext
+listener that keeps the connection open waits forever); past that timeout the clients are
+closed, which ends the wait with an error that says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
 from typing import Any
 
+from kafka.errors import KafkaTimeoutError
 from kafka.net.compat import KafkaNetClient
 
 from sidecar.errors import ConfigError
@@ -21,11 +29,19 @@ RESERVED_OPTIONS = frozenset(
 """Options the SDK sets itself: an app's value would break what it sends or reads."""
 
 
+STALL_MARGIN_S = 2.0
+"""How long past its own bootstrap timeout a construction may take before it is cut short."""
+
+
 class ClosingClients:
-    """A `kafka_client` factory that remembers what it made, to close it after a failure."""
+    """A `kafka_client` factory that remembers what it made, to close it after a failure, or
+    when the construction stalls (`abandon`, from a timer thread)."""
 
     def __init__(self) -> None:
         self.made: list[KafkaNetClient] = []
+        self.abandoned = False
+        self._settled = False
+        self._lock = threading.Lock()
 
     def __call__(self, **configs: Any) -> KafkaNetClient:
         client = KafkaNetClient(**configs)
@@ -37,15 +53,67 @@ class ClosingClients:
             with contextlib.suppress(Exception):
                 client.close()
 
+    def abandon(self) -> None:
+        """The construction took too long: close its clients, unless it has just finished, and
+        the sockets they were stuck on (kafka-python drops a socket mid-handshake unclosed)."""
+        with self._lock:
+            if self._settled:
+                return
+            self.abandoned = True
+        for client in self.made:
+            stuck = _waited_on(client)
+            with contextlib.suppress(Exception):
+                client.close()
+            for sock in stuck:
+                sock.close()
+
+    def settle(self) -> bool:
+        """The construction returned or raised; True when it had been abandoned first."""
+        with self._lock:
+            self._settled = True
+            return self.abandoned
+
+
+def _waited_on(client: KafkaNetClient) -> list[socket.socket]:
+    """The sockets the client's IO loop is waiting on (none if its internals have moved)."""
+    try:
+        keys = list(client._net._selector.get_map().values())
+    except Exception:
+        return []
+    return [key.fileobj for key in keys if isinstance(key.fileobj, socket.socket)]
+
 
 def build_client(kind: Any, **configs: Any) -> Any:
-    """A KafkaProducer or KafkaConsumer, leaving nothing open when it cannot be built."""
+    """A KafkaProducer, KafkaConsumer or KafkaAdminClient, leaving nothing open when it cannot
+    be built, within its bootstrap timeout (plus a margin) whatever the broker does."""
     clients = ClosingClients()
+    timeout_ms = configs.get("bootstrap_timeout_ms", kind.DEFAULT_CONFIG["bootstrap_timeout_ms"])
+    limit_s = timeout_ms / 1000 + STALL_MARGIN_S
+    watchdog = threading.Timer(limit_s, clients.abandon)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        return kind(kafka_client=clients, **configs)
-    except BaseException:
+        client = kind(kafka_client=clients, **configs)
+    except BaseException as exc:
+        watchdog.cancel()
         clients.close()
+        if clients.settle():
+            raise _stalled(configs, limit_s) from exc
         raise
+    watchdog.cancel()
+    if clients.settle():
+        with contextlib.suppress(Exception):
+            client.close()
+        raise _stalled(configs, limit_s)
+    return client
+
+
+def _stalled(configs: dict[str, Any], limit_s: float) -> KafkaTimeoutError:
+    protocol = configs.get("security_protocol", "PLAINTEXT")
+    return KafkaTimeoutError(
+        f"no usable connection to {configs.get('bootstrap_servers')} within {limit_s:g}s: "
+        f"the broker never finished the {protocol} handshake (does its listener speak {protocol}?)"
+    )
 
 
 def checked_options(kind: Any, options: dict[str, Any]) -> dict[str, Any]:

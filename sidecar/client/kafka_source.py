@@ -21,6 +21,7 @@ from sidecar.client.kafka_clients import build_client, checked_options
 from sidecar.client.problems import one_line
 from sidecar.client.receiver import Receiver
 from sidecar.client.retry import retry_delay
+from sidecar.client.security import with_env_security
 from sidecar.events import PromptDocument
 
 CONNECT_TIMEOUT_MS = 5_000
@@ -45,7 +46,7 @@ class KafkaSource:
         self.key = name.encode("utf-8")
         self.poll_interval_s = poll_interval_s
         self.description = f"kafka {bootstrap_servers}/{topic}"
-        self.options = checked_options(KafkaConsumer, options)
+        self.options = checked_options(KafkaConsumer, with_env_security(options))
 
     def run(self, receiver: Receiver, stopping: threading.Event) -> None:
         failures = 0

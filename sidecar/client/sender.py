@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 from sidecar.client.kafka_clients import build_client, checked_options
 from sidecar.client.problems import ProblemLog, one_line
 from sidecar.client.retry import retry_delay
+from sidecar.client.security import with_env_security
 
 CONNECT_TIMEOUT_MS = 5_000
 MAX_BLOCK_MS = 5_000
@@ -58,7 +59,7 @@ class Sender:
             "request_timeout_ms": REQUEST_TIMEOUT_MS,
             "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
             "bootstrap_timeout_ms": CONNECT_TIMEOUT_MS,
-            **checked_options(KafkaProducer, options),
+            **checked_options(KafkaProducer, with_env_security(options)),
         }
         self._records = records
         self._counts = counts

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from sidecar.client.kafka_clients import build_client
 from sidecar.errors import BrokerError
 from sidecar.events import MAX_EVENT_BYTES
 from sidecar.ingest.batch import DeadLetter
@@ -45,18 +46,21 @@ def _outgoing(letter: DeadLetter) -> tuple[bytes | None, list[tuple[str, bytes]]
 class DeadLetterQueue:
     """Sends malformed records to the DLQ topic and waits until the broker has them."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, security: Mapping[str, str]) -> None:
         self.topic = topic
         self._bootstrap_servers = bootstrap_servers
+        self._security = dict(security)
         self._producer: KafkaProducer | None = self._connect()
 
     def _connect(self) -> KafkaProducer:
         try:
-            return KafkaProducer(
+            return build_client(
+                KafkaProducer,
                 bootstrap_servers=self._bootstrap_servers,
                 acks="all",
                 max_request_size=2 * MAX_EVENT_BYTES,
                 linger_ms=5,
+                **self._security,
             )
         except KafkaError as exc:
             raise BrokerError(f"cannot start the dead-letter producer: {exc}") from exc

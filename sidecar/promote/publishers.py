@@ -20,6 +20,7 @@ from kafka.partitioner.default import murmur2
 from pydantic import ValidationError
 
 from sidecar.client.kafka_clients import build_client
+from sidecar.client.security import kafka_security_options
 from sidecar.errors import ConfigError, PublishError
 from sidecar.events import PromptDocument
 from sidecar.promote.documents import document_json
@@ -138,14 +139,20 @@ class KafkaPublisher:
         if not settings.kafka_bootstrap_servers:
             raise ConfigError("the kafka publish target needs SIDECAR_KAFKA_BOOTSTRAP_SERVERS")
         self.bootstrap_servers = settings.kafka_bootstrap_servers
+        self.security = kafka_security_options(settings)
         self.topic = settings.prompts_topic
         self.timeout_s = timeout_s
         self._producer: KafkaProducer | None = None
 
-    def _client_timeouts(self) -> dict[str, int]:
-        """Every wait a client may do, bounded by this publisher's timeout."""
+    def _client_options(self) -> dict[str, Any]:
+        """How to connect securely, and every wait a client may do bounded by this publisher's
+        timeout."""
         timeout_ms = int(self.timeout_s * 1000)
-        return {"bootstrap_timeout_ms": timeout_ms, "request_timeout_ms": max(timeout_ms, 1000)}
+        return {
+            "bootstrap_timeout_ms": timeout_ms,
+            "request_timeout_ms": max(timeout_ms, 1000),
+            **self.security,
+        }
 
     def _connected_producer(self) -> KafkaProducer:
         if self._producer is None:
@@ -157,7 +164,7 @@ class KafkaPublisher:
                 max_block_ms=int(self.timeout_s * 1000),
                 delivery_timeout_ms=int(self.timeout_s * 1000) + 1000,
                 linger_ms=0,
-                **self._client_timeouts(),
+                **self._client_options(),
             )
         return self._producer
 
@@ -196,7 +203,7 @@ class KafkaPublisher:
                 group_id=None,
                 enable_auto_commit=False,
                 allow_auto_create_topics=False,
-                **self._client_timeouts(),
+                **self._client_options(),
             )
         except KafkaError as exc:
             raise PublishError(f"cannot read topic {self.topic}: {one_line(exc)}") from exc

@@ -95,8 +95,9 @@ def fresh_data_dir(data_dir: Path) -> None:
 
 def demo_settings(servers: str, data_dir: Path, models: Models, http_port: int) -> Settings:
     """The sidecar's settings for the demo: the example's config, a fresh database, a token for
-    approving over HTTP, and schedules the script drives itself (it runs each step when it
-    shows it)."""
+    approving over HTTP, schedules the script drives itself (it runs each step when it shows
+    it), and the traffic topic read from its start (the chatbot may talk before the group has
+    joined)."""
     return load_settings(
         **models.settings,
         kafka_bootstrap_servers=servers,
@@ -107,6 +108,7 @@ def demo_settings(servers: str, data_dir: Path, models: Models, http_port: int) 
         http_port=http_port,
         kafka_session_timeout_ms=6000,
         kafka_heartbeat_interval_ms=1000,
+        kafka_auto_offset_reset="earliest",
         judge_poll_interval_s=0.2,
         publish_poll_interval_s=0.2,
         optimize_schedule="86400",

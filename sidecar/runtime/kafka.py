@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+from sidecar.client.kafka_clients import build_client
 from sidecar.errors import BrokerError
 from sidecar.runtime.broker import EmbeddedBroker
 
 log = logging.getLogger(__name__)
+
+ADMIN_TIMEOUT_MS = 10_000
 
 
 def docker_engine_answers() -> bool:
@@ -59,15 +62,23 @@ def ensure_topics(
     topics: Sequence[str],
     partitions: int = 1,
     compacted: Sequence[str] = (),
+    security: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Create the topics that are missing (auto-creation picks its own partition count);
-    returns the ones created. A cluster that forbids creation is left to its operators."""
+    returns the ones created. A cluster that forbids creation is left to its operators.
+    `security`: the options of `kafka_security_options(settings)` (none: plaintext)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+        admin = build_client(
+            KafkaAdminClient,
+            bootstrap_servers=bootstrap_servers,
+            request_timeout_ms=ADMIN_TIMEOUT_MS,
+            bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
+            **(security or {}),
+        )
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
     try:
