@@ -96,10 +96,11 @@ def sidecar_ingest(servers: str, topic: str, count: int, workdir: Path) -> float
         database_url=f"sqlite:///{database}",
         kafka_session_timeout_ms=GROUP_SETTINGS["session_timeout_ms"],
         kafka_heartbeat_interval_ms=GROUP_SETTINGS["heartbeat_interval_ms"],
+        kafka_auto_offset_reset="earliest",
     )
     engine = create_database_engine(settings.database_url)
     migrate(engine)
-    metrics = Metrics()
+    metrics = Metrics(managed=["customer-care"])
     consumer = TrafficConsumer(settings, servers, metrics)
     accepted_labels = {"prompt": "customer-care", "outcome": "accepted"}
     runner = threading.Thread(target=consumer.run, daemon=True)

@@ -108,7 +108,7 @@ def through_worker(settings: object, n: int, directory: Path) -> float:
     prompts = PromptsConfig(
         prompts=[PromptSpec(name="customer-care", seed={"s": "x"}, judge=JudgeBlock(rubric=RUBRIC))]
     )
-    metrics = Metrics()
+    metrics = Metrics(managed=[spec.name for spec in prompts.prompts])
     worker = JudgeWorker(engine, Gateway(settings, metrics), prompts, metrics)  # type: ignore[arg-type]
     started = time.perf_counter()
     worker.start()

@@ -155,7 +155,9 @@ def main() -> None:
         seed_prompt(engine, NAME, {"system_prompt": "You are a helpful agent."}, datetime.now(UTC))
         file = FilePublisher(settings.publish_dir)
         publishers = {"file": file, "kafka": KafkaPublisher(settings)}
-        relay = OutboxRelay(engine, publishers, Metrics(), poll_interval_s=1.0).start()
+        relay = OutboxRelay(
+            engine, publishers, Metrics([NAME], publishers), poll_interval_s=1.0
+        ).start()
         apps = {
             "file": ServingApp(f"file://{file.path_for(NAME)}"),
             "kafka": ServingApp(f"kafka://{servers}/{topic}"),

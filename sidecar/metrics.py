@@ -1,23 +1,58 @@
-"""Prometheus metrics, one registry per App (no globals), names per DESIGN.md."""
+"""Prometheus metrics, one registry per App (no globals), names per DESIGN.md.
+
+Label values stay bounded: a prompt label is a name from CONFIG_FILE, else `_unmanaged` (traffic
+may name any prompt; its names never become series). Counters with a fixed set of outcomes start
+at 0 with every label set, so `rate()` and ratios have a series before the first event.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from sidecar import __version__
 
 PREFIX = "gepa_sidecar_"
-MAX_PROMPT_LABELS = 50
-OVERFLOW_LABEL = "_other"
+UNMANAGED_PROMPT = "_unmanaged"
 UNKNOWN_PROMPT = "_unknown"
+
+JUDGE_OUTCOMES = ("ok", "invalid_reply", "provider_error")
+RUN_OUTCOMES = ("finished", "failed", "skipped", "not_leader", "interrupted")
+SHADOW_OUTCOMES = ("finished", "failed", "not_leader")
+PUBLISH_OUTCOMES = ("ok", "failed")
 
 
 class Metrics:
-    """The sidecar's metric families. Prompt labels are bounded: past the cap they read `_other`."""
+    """The sidecar's metric families. `managed`: the prompt names of CONFIG_FILE (the only
+    prompt label values besides `_unmanaged` and `_unknown`); `publish_targets`: the configured
+    targets, whose publish counters start at 0."""
 
-    def __init__(self) -> None:
+    def __init__(self, managed: Iterable[str], publish_targets: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry()
-        self._prompts: set[str] = set()
+        self.managed = frozenset(managed)
+        self._awaiting_lock = threading.Lock()
+        self._awaiting_labels: set[str] = set()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.build_info = Gauge(
+            PREFIX + "build_info",
+            "Always 1; the running gepa-sidecar version is its label.",
+            ["version"],
+            registry=self.registry,
+        )
+        self.build_info.labels(__version__).set(1)
         self.events_consumed = Counter(
             PREFIX + "events_consumed",
             "Traffic records consumed, by outcome (accepted|sampled_out|invalid|duplicate).",
@@ -65,7 +100,8 @@ class Metrics:
         )
         self.optimization_runs = Counter(
             PREFIX + "optimization_runs",
-            "GEPA runs by outcome (finished|failed|skipped: too little traffic|not_leader).",
+            "GEPA runs by outcome (finished|failed|skipped: too little traffic|not_leader|"
+            "interrupted: a stop cut it short).",
             ["outcome"],
             registry=self.registry,
         )
@@ -112,7 +148,8 @@ class Metrics:
         )
         self.publishes = Counter(
             PREFIX + "publishes",
-            "Deliveries of an activated prompt version, by target (file|kafka|http) and outcome.",
+            "Deliveries of an activated prompt version, by target (file|kafka|http) and outcome "
+            "(ok|failed|already_delivered: found there when retried after a crash).",
             ["target", "outcome"],
             registry=self.registry,
         )
@@ -134,19 +171,53 @@ class Metrics:
             "1 while the consumer has paused its partitions because storing is behind.",
             registry=self.registry,
         )
+        self.awaiting_approval_since = Gauge(
+            PREFIX + "awaiting_approval_since_timestamp_seconds",
+            "Unix time at which the oldest candidate now awaiting approval entered that status, "
+            "by prompt (no series while none waits).",
+            ["prompt"],
+            registry=self.registry,
+        )
+        self._start_at_zero(publish_targets)
+
+    def _start_at_zero(self, publish_targets: Iterable[str]) -> None:
+        for outcome in JUDGE_OUTCOMES:
+            self.judge_requests.labels(outcome)
+        for outcome in RUN_OUTCOMES:
+            self.optimization_runs.labels(outcome)
+        for outcome in SHADOW_OUTCOMES:
+            self.shadow_passes.labels(outcome)
+        for target in publish_targets:
+            for outcome in PUBLISH_OUTCOMES:
+                self.publishes.labels(target, outcome)
 
     def prompt_label(self, prompt: str | None) -> str:
-        """A label value for a prompt name, bounded so traffic cannot explode cardinality."""
+        """A prompt's label value: its name when CONFIG_FILE manages it, else `_unmanaged`
+        (`_unknown` when a record names none), so traffic cannot choose label values."""
         if not prompt:
             return UNKNOWN_PROMPT
-        if prompt in self._prompts:
-            return prompt
-        if len(self._prompts) >= MAX_PROMPT_LABELS:
-            return OVERFLOW_LABEL
-        self._prompts.add(prompt)
-        return prompt
+        return prompt if prompt in self.managed else UNMANAGED_PROMPT
 
     def count_outcomes(self, counts: Mapping[tuple[str, str], int]) -> None:
         for (prompt, outcome), n in counts.items():
             if n:
                 self.events_consumed.labels(self.prompt_label(prompt), outcome).inc(n)
+
+    def show_awaiting_approval(self, since: Mapping[str, datetime]) -> None:
+        """Set the awaiting-approval gauge from the store's answer (prompt name -> when its
+        oldest waiting candidate started waiting); prompts with none waiting lose their series."""
+        oldest: dict[str, float] = {}
+        for prompt, at in since.items():
+            label = self.prompt_label(prompt)
+            oldest[label] = min(oldest.get(label, at.timestamp()), at.timestamp())
+        with self._awaiting_lock:
+            for label, timestamp in oldest.items():
+                self.awaiting_approval_since.labels(label).set(timestamp)
+            for label in self._awaiting_labels - set(oldest):
+                self.awaiting_approval_since.remove(label)
+            self._awaiting_labels = set(oldest)
+
+    def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop the lag series of partitions this consumer no longer owns."""
+        for topic, partition in partitions:
+            self.consumer_lag.remove(topic, str(partition))

@@ -29,6 +29,7 @@ from sidecar.errors import PublishError, SidecarError
 from sidecar.events import PromptDocument
 from sidecar.metrics import Metrics
 from sidecar.promote.publishers import Publisher
+from sidecar.store.awaiting import awaiting_approval_since
 from sidecar.store.candidates import status_counts
 from sidecar.store.leadership import PUBLISHER_LOCK, leadership
 from sidecar.store.outbox import (
@@ -140,7 +141,7 @@ class OutboxRelay:
                 outcome = "ok"
         except PublishError as exc:
             mark_failed(self.engine, item.id, str(exc), _now())
-            self.metrics.publishes.labels(item.target, "error").inc()
+            self.metrics.publishes.labels(item.target, "failed").inc()
             log.warning(
                 "publishing %s v%d to %s failed: %s",
                 item.prompt_name,
@@ -167,7 +168,7 @@ class OutboxRelay:
                 try:
                     publisher.publish(document, 0)
                 except PublishError as exc:
-                    self.metrics.publishes.labels(target, "error").inc()
+                    self.metrics.publishes.labels(target, "failed").inc()
                     log.warning(
                         "republishing %s v%d to %s failed: %s", name, document.version, target, exc
                     )
@@ -190,13 +191,15 @@ class OutboxRelay:
                 self.metrics.approvals.labels(prompt, DECISIONS[entry.action]).inc()
 
     def _refresh_gauges(self, active: Mapping[str, dict[str, Any]]) -> None:
-        """Candidates by status and the active versions, as the store has them now."""
+        """Candidates by status, how long approvals have waited, and the active versions, as the
+        store has them now."""
         counts = status_counts(self.engine)
         for (prompt, status), n in counts.items():
             self.metrics.candidates.labels(self.metrics.prompt_label(prompt), status).set(n)
         for prompt, status in self._known_statuses - set(counts):
             self.metrics.candidates.labels(self.metrics.prompt_label(prompt), status).set(0)
         self._known_statuses = set(counts)
+        self.metrics.show_awaiting_approval(awaiting_approval_since(self.engine))
         for name, raw in active.items():
             label = self.metrics.prompt_label(name)
             self.metrics.active_prompt_version.labels(label).set(raw["version"])

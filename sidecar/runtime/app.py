@@ -42,7 +42,7 @@ class App:
         self.settings = settings
         self.bootstrap_servers = settings.kafka_bootstrap_servers
         self.prompts = prompts or load_prompts_config(settings.config_file)
-        self.metrics = Metrics()
+        self.metrics = Metrics([p.name for p in self.prompts.prompts], settings.publish_targets)
         self.engine = create_database_engine(settings.database_url)
         self.http: HttpServer | None = None
         self.consumer: TrafficConsumer | None = None

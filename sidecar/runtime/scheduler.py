@@ -23,6 +23,7 @@ from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
 from sidecar.promote.lifecycle import Status
 from sidecar.settings import PromptsConfig, PromptSpec, Settings
 from sidecar.shadow.runner import ShadowPass
+from sidecar.store.awaiting import awaiting_approval_since
 from sidecar.store.candidates import status_counts
 from sidecar.store.leadership import OPTIMIZER_LOCK, SHADOW_LOCK, leadership
 
@@ -143,6 +144,7 @@ class JobScheduler:
         left `shadow` must not keep counting there)."""
         try:
             counts = status_counts(self.engine)
+            self.metrics.show_awaiting_approval(awaiting_approval_since(self.engine))
         except Exception:
             log.exception("cannot count candidates")
             return

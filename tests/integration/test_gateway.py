@@ -93,7 +93,7 @@ def test_concurrency_is_limited_per_role(llm_server: LlmServer) -> None:
 
 
 def test_ledger_and_metrics_count_tokens_and_priced_cost(llm_server: LlmServer) -> None:
-    metrics = Metrics()
+    metrics = Metrics(managed=())
     client = gateway(llm_server, metrics)
 
     async def calls() -> None:

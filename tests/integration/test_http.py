@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from sidecar.api.app import create_api
 from sidecar.errors import ConfigError
 from sidecar.events import PromptDocument
-from sidecar.metrics import MAX_PROMPT_LABELS, OVERFLOW_LABEL, UNKNOWN_PROMPT, Metrics
+from sidecar.metrics import UNMANAGED_PROMPT, Metrics
 from sidecar.promote.served import ServedDocuments
 from sidecar.runtime.app import App
 from sidecar.runtime.http import HttpServer
@@ -60,7 +60,8 @@ def serving(
     **options: Any,
 ) -> Iterator[httpx.Client]:
     """`create_api(…, **options)` on a real server (port 0), and a client of it."""
-    api = create_api(checks or Checks(), registry or Metrics().registry, engine, **options)
+    registry = registry or Metrics([NAME]).registry
+    api = create_api(checks or Checks(), registry, engine, **options)
     server = HttpServer(api, "127.0.0.1", 0).start()
     try:
         with httpx.Client(
@@ -73,7 +74,7 @@ def serving(
 
 @pytest.fixture
 def served() -> Iterator[Served]:
-    checks, metrics = Checks(), Metrics()
+    checks, metrics = Checks(), Metrics([NAME])
     with serving(None, checks, registry=metrics.registry) as client:
         yield Served(checks, metrics, client)
 
@@ -125,23 +126,12 @@ def test_metrics_is_prometheus_exposition(served: Served) -> None:
     assert consumed_samples(response.text) == {("customer-care", "accepted"): 3.0}
 
 
-def test_prompt_labels_are_bounded() -> None:
-    metrics = Metrics()
-    assert metrics.prompt_label("") == UNKNOWN_PROMPT
-    assert metrics.prompt_label(None) == UNKNOWN_PROMPT
-    names = [f"prompt-{i}" for i in range(MAX_PROMPT_LABELS)]
-    assert [metrics.prompt_label(name) for name in names] == names
-    assert metrics.prompt_label("one-too-many") == OVERFLOW_LABEL
-    assert metrics.prompt_label("prompt-0") == "prompt-0"
-    assert metrics.prompt_label("one-too-many") == OVERFLOW_LABEL
-
-
 def test_a_port_in_use_is_a_config_error_naming_the_setting() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = HttpServer(create_api(Checks(), Metrics().registry), "127.0.0.1", port)
+        server = HttpServer(create_api(Checks(), Metrics([]).registry), "127.0.0.1", port)
         with pytest.raises(ConfigError, match="SIDECAR_HTTP_PORT") as raised:
             server.start()
     assert str(port) in str(raised.value)
@@ -163,9 +153,9 @@ def test_app_consumes_and_counts(kafka_bootstrap: str, topics: Topics, sqlite_ur
             keys = [event["event_id"].encode() for event in events]
             helpers.produce(kafka_bootstrap, topics.traffic, map(helpers.encode, events), keys)
 
-            def accepted() -> float:
+            def accepted() -> float:  # no CONFIG_FILE: no prompt is managed
                 samples = consumed_samples(client.get("/metrics").text)
-                return samples.get(("customer-care", "accepted"), 0.0)
+                return samples.get((UNMANAGED_PROMPT, "accepted"), 0.0)
 
             helpers.wait_until(lambda: accepted() == 20, 60, "20 accepted events in /metrics")
 

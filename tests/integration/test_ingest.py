@@ -74,7 +74,7 @@ class Running:
     """A TrafficConsumer on a thread, stopped and joined at the end of the test."""
 
     def __init__(self, settings: Settings) -> None:
-        self.metrics = Metrics()
+        self.metrics = Metrics(["customer-care"])
         self.consumer = TrafficConsumer(
             settings, str(settings.kafka_bootstrap_servers), self.metrics
         )

@@ -88,7 +88,7 @@ def run_worker() -> Iterator[Callable[[Engine, Any, PromptSpec], JudgeWorker]]:
     workers: list[JudgeWorker] = []
 
     def start(engine: Engine, settings: Any, spec: PromptSpec) -> JudgeWorker:
-        metrics = Metrics()
+        metrics = Metrics([spec.name])
         config = PromptsConfig(prompts=[spec])
         worker = JudgeWorker(engine, Gateway(settings, metrics), config, metrics).start()
         workers.append(worker)

@@ -121,7 +121,7 @@ def test_judge_scores_with_feedback_and_asks_for_json_schema(llm_server: LlmServ
 
 
 def test_non_json_replies_are_asked_again_then_given_up(llm_server: LlmServer) -> None:
-    metrics = Metrics()
+    metrics = Metrics(["customer-care"])
     judge = Judge(Gateway(judge_settings(llm_server), metrics), RUBRIC)
     llm_server.script = ["text", "ok"]
     verdict = asyncio.run(judge.score({"user_message": "hi"}, "score=0.3"))
@@ -154,7 +154,7 @@ def test_every_event_is_judged_under_thirty_percent_faults(
     seed_prompt(engine, "customer-care", {"system_prompt": "Help."}, NOW)
     llm_server.fault_rate = 0.3
     llm_server.hang_s = 5.0
-    metrics = Metrics()
+    metrics = Metrics(["customer-care"])
     settings = judge_settings(llm_server, llm_max_retries=2, judge_concurrency=8)
     worker = run_worker(engine, settings, prompts(), metrics)
     wait_until(lambda: len(judged(engine)) == 60, 120, "60 judged events")
@@ -179,7 +179,7 @@ def test_an_event_the_judge_cannot_score_is_kept_and_retried_later(
 ) -> None:
     store(engine, 1)
     llm_server.script = ["text", "text", "text"]
-    metrics = Metrics()
+    metrics = Metrics(["customer-care"])
     run_worker(engine, judge_settings(llm_server, judge_retry_after_s=0.5), prompts(), metrics)
     wait_until(lambda: len(judgments_for(engine)) == 1, 30, "a judgment row")
     [failed] = judgments_for(engine)
@@ -201,13 +201,13 @@ def test_a_restart_resumes_where_the_last_worker_stopped(
     store(engine, 40)
     llm_server.latency_s = 0.02
     settings = judge_settings(llm_server, judge_concurrency=2)
-    first = run_worker(engine, settings, prompts(), Metrics())
+    first = run_worker(engine, settings, prompts(), Metrics(["customer-care"]))
     wait_until(lambda: len(judged(engine)) >= 8, 60, "some judged events")
     first.stop()
     done_before = len(judged(engine))
     assert done_before < 40
     assert llm_server.requests["ok"] == done_before  # in-flight calls finished and were stored
-    run_worker(engine, settings, prompts(), Metrics())
+    run_worker(engine, settings, prompts(), Metrics(["customer-care"]))
     wait_until(lambda: len(judged(engine)) == 40, 60, "all 40 judged")
     assert llm_server.requests["ok"] == 40  # nothing judged twice
     assert len(judgments_for(engine)) == 40
@@ -219,9 +219,9 @@ def test_a_rubric_change_is_a_new_judge_version(
     engine = sqlite_engine
     store(engine, 5)
     settings = judge_settings(llm_server)
-    run_worker(engine, settings, prompts(RUBRIC), Metrics())
+    run_worker(engine, settings, prompts(RUBRIC), Metrics(["customer-care"]))
     wait_until(lambda: len(judged(engine)) == 5, 30, "5 judged")
-    run_worker(engine, settings, prompts(RUBRIC + " Be brief."), Metrics())
+    run_worker(engine, settings, prompts(RUBRIC + " Be brief."), Metrics(["customer-care"]))
     wait_until(lambda: len(judged(engine)) == 10, 30, "5 judged again under the new rubric")
     versions = {row.judge_version for row in judgments_for(engine)}
     assert len(versions) == 2
@@ -233,7 +233,9 @@ def test_only_managed_prompts_are_judged(
     engine = sqlite_engine
     store(engine, 4, seed=1)
     store(engine, 3, seed=2, prompt_name="billing-bot")
-    run_worker(engine, judge_settings(llm_server), prompts(RUBRIC, "billing-bot"), Metrics())
+    run_worker(
+        engine, judge_settings(llm_server), prompts(RUBRIC, "billing-bot"), Metrics(["billing-bot"])
+    )
     wait_until(lambda: len(judged(engine)) == 3, 30, "billing-bot judged")
     assert {row.prompt_name for row in judgments_for(engine)} == {"billing-bot"}
 

@@ -39,7 +39,7 @@ def start(
     settings: Any, metrics: Metrics | None = None
 ) -> tuple[TrafficConsumer, threading.Thread]:
     consumer = TrafficConsumer(
-        settings, str(settings.kafka_bootstrap_servers), metrics or Metrics()
+        settings, str(settings.kafka_bootstrap_servers), metrics or Metrics(["customer-care"])
     )
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
@@ -166,7 +166,7 @@ def test_a_blocked_database_pauses_the_partitions_and_loses_nothing(
     settings = sidecar_settings(
         kafka_bootstrap, topics, postgres_url, ingest_batch_size=10, ingest_queue_batches=1
     )
-    metrics = Metrics()
+    metrics = Metrics(["customer-care"])
     consumer, thread = start(settings, metrics)
     rng = random.Random(9)
     try:

@@ -66,7 +66,7 @@ class Relays:
             "kafka": kafka or KafkaPublisher(self.settings),
             "http": served,
         }
-        metrics = Metrics()
+        metrics = Metrics([NAME], publishers)
         relay = OutboxRelay(self.engine, publishers, metrics, poll_interval_s=0.05)
         self.made.append(relay)
         return relay, served, metrics
@@ -220,7 +220,7 @@ def test_kafka_down_keeps_its_rows_pending_while_the_file_and_http_move_on(
     assert served.get(NAME).version == version
     [left] = pending_outbox(engine)
     assert left.target == "kafka"
-    assert metric_value(metrics, "publishes_total", target="kafka", outcome="error") == 1
+    assert metric_value(metrics, "publishes_total", target="kafka", outcome="failed") == 1
     healthy, _, _ = relays.make()
     healthy.tick()
     assert activations(settings.kafka_bootstrap_servers, settings.prompts_topic) == [

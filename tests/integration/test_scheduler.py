@@ -38,7 +38,7 @@ def runs(engine: Engine) -> list[OptimizationRun]:
 
 
 def test_the_job_runs_on_schedule_without_overlapping(world: Engine, llm_server: LlmServer) -> None:
-    metrics = Metrics()
+    metrics = Metrics([SPEC.name])
     settings = world_settings(llm_server.api_base, optimize_schedule="1", optimize_patience=2)
     scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics).start()
     try:
@@ -58,7 +58,7 @@ def test_the_job_runs_on_schedule_without_overlapping(world: Engine, llm_server:
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_only_the_leader_optimizes(world: Engine, llm_server: LlmServer, database_url: str) -> None:
-    metrics = Metrics()
+    metrics = Metrics([SPEC.name])
     settings = world_settings(llm_server.api_base, optimize_patience=2)
     scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
     other_replica = create_engine(database_url)
@@ -79,7 +79,7 @@ def test_too_little_traffic_is_a_skipped_turn(
 ) -> None:
     engine = migrated_engine(sqlite_url)
     seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
-    metrics = Metrics()
+    metrics = Metrics([SPEC.name])
     scheduler = JobScheduler(
         engine, world_settings(llm_server.api_base), PromptsConfig(prompts=[SPEC]), metrics
     )
@@ -114,7 +114,7 @@ def status_of(engine: Engine, version: int) -> str:
 
 def test_the_shadow_job_runs_passes_on_schedule(world: Engine, llm_server: LlmServer) -> None:
     better = shadowed_world(world, llm_server)
-    metrics = Metrics()
+    metrics = Metrics([SPEC.name])
     config = PromptsConfig(prompts=[SPEC])
     collecting = world_settings(llm_server.api_base, shadow_min_pairs=50)
     JobScheduler(world, collecting, config, metrics).shadow_once()
@@ -146,7 +146,7 @@ def test_the_shadow_job_runs_passes_on_schedule(world: Engine, llm_server: LlmSe
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_only_the_leader_shadows(world: Engine, llm_server: LlmServer, database_url: str) -> None:
     better = shadowed_world(world, llm_server)
-    metrics = Metrics()
+    metrics = Metrics([SPEC.name])
     settings = world_settings(llm_server.api_base, shadow_min_pairs=10)
     scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
     other_replica = create_engine(database_url)
@@ -174,7 +174,7 @@ def test_a_failed_shadow_pass_is_counted_not_raised(
     with transaction(engine) as connection:
         connection.execute(text("DROP TABLE judgments"))
         connection.execute(text("DROP TABLE events"))  # the store fails the pass's query
-    metrics = Metrics()
+    metrics = Metrics([SPEC.name])
     settings = world_settings(llm_server.api_base)
     JobScheduler(engine, settings, PromptsConfig(prompts=[SPEC]), metrics).shadow_once()
     assert metric_value(metrics, "shadow_passes_total", outcome="failed") == 1

@@ -262,7 +262,7 @@ def test_the_champion_is_replayed_once_for_every_candidate_and_every_pass(
 def test_a_budget_cut_leaves_partial_figures_and_the_next_pass_goes_on(
     sqlite_world: Engine, llm_server: LlmServer
 ) -> None:
-    metrics = Metrics()
+    metrics = Metrics([NAME])
     better = propose(sqlite_world, NEXT_STEP)
     traffic(sqlite_world, questions(12), seed=3)
     # 15 calls: the champion's 12 replays, then 3 of the candidate's
@@ -288,7 +288,7 @@ def test_a_budget_cut_leaves_partial_figures_and_the_next_pass_goes_on(
 
 
 def test_only_the_best_few_are_in_shadow_at_once(world: Engine, llm_server: LlmServer) -> None:
-    metrics = Metrics()
+    metrics = Metrics([NAME])
     low = propose(world, NEXT_STEP, pareto_mean=0.6)
     best = propose(world, ANSWERS, pareto_mean=0.9)
     newest = propose(world, f"{NEXT_STEP} Be brief.", pareto_mean=0.6)
@@ -370,7 +370,7 @@ def test_pairwise_mode_passes_a_better_candidate(world: Engine, llm_server: LlmS
 def test_failed_comparisons_are_asked_again_next_pass(
     sqlite_world: Engine, llm_server: LlmServer
 ) -> None:
-    metrics = Metrics()
+    metrics = Metrics([NAME])
     better = propose(sqlite_world, NEXT_STEP)
     traffic(sqlite_world, questions(12), seed=3)
     run_pass(sqlite_world, llm_server, shadow_min_pairs=50)  # the replays, cached
