@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +13,8 @@ from typing import Annotated, Any
 import typer
 
 from sidecar.errors import InputError
-from sidecar.settings import PromptSpec, Settings, load_prompts_config
+from sidecar.logs import log_to_stderr
+from sidecar.settings import PromptSpec, Settings, load_prompts_config, load_settings
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -24,19 +24,17 @@ PromptOption = Annotated[
 
 
 def configure_logging(quiet: bool = False) -> None:
-    """INFO to stderr; `quiet` (the demo, whose screen is its script) shows warnings only."""
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("kafka", "uvicorn", "alembic", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if quiet:
-        # litellm's async logging worker complains when a loop it once used closes (the demo
-        # runs optimize and shadow passes on loops of their own); nothing is lost with it
-        for chatty in ("LiteLLM", "asyncio"):
-            logging.getLogger(chatty).setLevel(logging.CRITICAL)
+    """The log at LOG_LEVEL in LOG_FORMAT, on stderr; `quiet` (the demo, whose screen is its
+    script) shows warnings only, as text."""
+    if not quiet:
+        settings = load_settings()
+        log_to_stderr(settings.log_level, settings.log_format)
+        return
+    log_to_stderr("WARNING", "text")
+    # litellm's async logging worker complains when a loop it once used closes (the demo runs
+    # optimize and shadow passes on loops of their own); nothing is lost with it
+    for chatty in ("LiteLLM", "asyncio"):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
 def stop_on_signals(stop: Callable[[], Any]) -> None:

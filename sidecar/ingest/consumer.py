@@ -19,6 +19,8 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from sidecar.client.kafka_clients import build_client
+from sidecar.client.security import kafka_security_options
 from sidecar.errors import BrokerError
 from sidecar.ingest.writer import IngestWriter, RawRecord, WriterError
 from sidecar.metrics import Metrics
@@ -58,19 +60,25 @@ class TrafficConsumer:
         self._committed: Offsets = {}
         self._last_commit = 0.0
         self._lag_checked = 0.0
+        self._lag_partitions: set[tuple[str, int]] = set()
         try:
-            self._consumer = KafkaConsumer(
+            self._consumer = build_client(
+                KafkaConsumer,
                 bootstrap_servers=bootstrap_servers,
                 group_id=settings.consumer_group,
                 client_id="gepa-sidecar",
                 enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                auto_offset_reset=settings.kafka_auto_offset_reset,
                 max_poll_records=settings.ingest_batch_size,
                 session_timeout_ms=settings.kafka_session_timeout_ms,
                 heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+                **kafka_security_options(settings),
             )
         except KafkaError as exc:
-            raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+            raise BrokerError(
+                f"cannot reach Kafka at {bootstrap_servers} "
+                f"({settings.kafka_security_protocol}): {exc}"
+            ) from exc
 
     @property
     def assigned(self) -> bool:
@@ -110,6 +118,7 @@ class TrafficConsumer:
             pump.join()
             self._commit_stored(now=True)
             self._consumer.close(autocommit=False)
+            self._forget_lag(set(self._lag_partitions))
             self._writer.close()
         if self._failure is not None:
             raise self._failure
@@ -217,7 +226,9 @@ class TrafficConsumer:
         if now - self._lag_checked < LAG_INTERVAL_S:
             return
         self._lag_checked = now
-        for tp in self._consumer.assignment():
+        assignment = self._consumer.assignment()
+        self._forget_lag(self._lag_partitions - {(tp.topic, tp.partition) for tp in assignment})
+        for tp in assignment:
             end = self._consumer.highwater(tp)
             if end is None:
                 continue
@@ -234,6 +245,17 @@ class TrafficConsumer:
                 continue
             done = self._committed.get((tp.topic, tp.partition), position)
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
+            self._lag_partitions.add((tp.topic, tp.partition))
+
+    def _forget_lag(self, partitions: set[tuple[str, int]]) -> None:
+        """Partitions this consumer no longer owns lose their lag series: the member that owns
+        them now reports them, and a stale value would add up to a lag no one has."""
+        self._metrics.forget_partitions(partitions)
+        self._lag_partitions -= partitions
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self.drain()
+        self._forget_lag({(tp.topic, tp.partition) for tp in partitions})
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         if partitions:
@@ -248,7 +270,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._owner = owner
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._owner.drain()
+        self._owner.on_revoked(revoked)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._owner.on_assigned(assigned)

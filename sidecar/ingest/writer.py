@@ -22,6 +22,7 @@ from typing import Any
 
 from sidecar.errors import BrokerError, SidecarError, StoreError
 from sidecar.ingest.batch import BatchPlan, plan_batch
+from sidecar.logs import current_log_setup, log_to_stderr
 from sidecar.settings import Settings
 from sidecar.store.repository import OutcomeCounts
 
@@ -58,7 +59,7 @@ class IngestWriter:
         self._connection, child = context.Pipe()
         self._process = context.Process(
             target=serve,
-            args=(child, settings, bootstrap_servers, self._stopping),
+            args=(child, settings, bootstrap_servers, self._stopping, current_log_setup()),
             name="gepa-sidecar-ingest-writer",
             daemon=True,
         )
@@ -93,14 +94,23 @@ class IngestWriter:
 
 
 def serve(
-    connection: Connection, settings: Settings, bootstrap_servers: str, stopping: Event
+    connection: Connection,
+    settings: Settings,
+    bootstrap_servers: str,
+    stopping: Event,
+    log_setup: tuple[str, str],
 ) -> None:
-    """The writer process's main loop (module-level so that `spawn` can import it)."""
+    """The writer process's main loop (module-level so that `spawn` can import it); it logs
+    at the consumer process's level and in its format."""
+    from sidecar.client.security import kafka_security_options
     from sidecar.ingest.dead_letter import DeadLetterQueue
     from sidecar.store.database import create_database_engine
 
+    log_to_stderr(*log_setup)
     engine = create_database_engine(settings.database_url)
-    dead_letters = DeadLetterQueue(bootstrap_servers, settings.dlq_topic)
+    dead_letters = DeadLetterQueue(
+        bootstrap_servers, settings.dlq_topic, kafka_security_options(settings)
+    )
     try:
         while True:
             try:

@@ -55,6 +55,7 @@ def load_litellm() -> Any:
             for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
                 chatty = logging.getLogger(name)  # not a line per call; a quieter choice stays
                 chatty.setLevel(max(chatty.level, logging.WARNING))
+                chatty.handlers.clear()  # its own console handler: the process's one (LOG_FORMAT)
             _litellm_module = litellm
         return _litellm_module
 

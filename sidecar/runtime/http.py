@@ -20,7 +20,11 @@ class HttpServer:
     def __init__(
         self, api: FastAPI, host: str, port: int, setting: str = "SIDECAR_HTTP_PORT"
     ) -> None:
-        config = uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False)
+        # log_config=None: uvicorn's records go through the process's own handler, so they
+        # follow LOG_FORMAT (a JSON log stays JSON) instead of uvicorn's console format.
+        config = uvicorn.Config(
+            api, host=host, port=port, log_level="warning", access_log=False, log_config=None
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
         self._address = f"{host}:{port}"

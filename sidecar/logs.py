@@ -1,0 +1,72 @@
+"""Where the sidecar's log goes and how it reads: stderr, at LOG_LEVEL, as text for a person or
+as JSON lines for a log pipeline (LOG_FORMAT).
+
+A JSON line is one object: `ts` (RFC 3339, UTC, milliseconds), `level`, `logger`, `message`,
+`exc` (the formatted traceback) when there is one, and the record's `extra` fields. A traceback
+stays inside its line, so a pipeline never mistakes its lines for records of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+QUIET_LIBRARIES = ("kafka", "uvicorn", "alembic", "apscheduler")
+"""Libraries whose INFO lines are their own bookkeeping: shown from WARNING up."""
+
+STANDARD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))
+) | {"message", "asctime", "taskName"}
+"""What every LogRecord carries; anything else on a record came from `extra`."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _rfc3339(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        for key, value in vars(record).items():
+            if key not in STANDARD_ATTRIBUTES and key not in entry:
+                entry[key] = value
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _rfc3339(created: float) -> str:
+    moment = datetime.fromtimestamp(created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def log_to_stderr(level: str = "INFO", log_format: str = "text") -> None:
+    """Send every logger's records at `level` and above to stderr, formatted as `log_format`
+    (text|json); replaces whatever handlers the root logger had."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    floor = max(logging.WARNING, logging.getLevelName(level))
+    for library in QUIET_LIBRARIES:
+        logging.getLogger(library).setLevel(floor)
+
+
+def current_log_setup() -> tuple[str, str]:
+    """The level and format this process logs with, for a child process to log the same way."""
+    root = logging.getLogger()
+    json_lines = any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers)
+    return logging.getLevelName(root.getEffectiveLevel()), "json" if json_lines else "text"
