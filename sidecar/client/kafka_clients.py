@@ -34,13 +34,19 @@ STALL_MARGIN_S = 2.0
 
 
 class ClosingClients:
-    """A `kafka_client` factory that remembers what it made, to close it after a failure, or
-    when the construction stalls (`abandon`, from a timer thread)."""
+    """A `kafka_client` factory that remembers what it made, to close it after a failure.
+
+    A construction that stalls is ended by `abandon` (from a timer thread): it shuts down the
+    connections the client is stuck on, so kafka-python's own bootstrap fails past its deadline
+    and the constructor raises in its own thread (closing an IO loop from a second thread
+    leaks its sockets). `close` then closes them: kafka-python drops a socket that failed its
+    handshake without closing it."""
 
     def __init__(self) -> None:
         self.made: list[KafkaNetClient] = []
         self.abandoned = False
         self._settled = False
+        self._stuck: list[socket.socket] = []
         self._lock = threading.Lock()
 
     def __call__(self, **configs: Any) -> KafkaNetClient:
@@ -52,20 +58,20 @@ class ClosingClients:
         for client in self.made:
             with contextlib.suppress(Exception):
                 client.close()
+        for sock in self._stuck:
+            sock.close()
 
     def abandon(self) -> None:
-        """The construction took too long: close its clients, unless it has just finished, and
-        the sockets they were stuck on (kafka-python drops a socket mid-handshake unclosed)."""
+        """The construction took too long: unless it has just finished, break the connections
+        it waits on."""
         with self._lock:
             if self._settled:
                 return
             self.abandoned = True
-        for client in self.made:
-            stuck = _waited_on(client)
-            with contextlib.suppress(Exception):
-                client.close()
-            for sock in stuck:
-                sock.close()
+            self._stuck = [sock for client in self.made for sock in _waited_on(client)]
+        for sock in self._stuck:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def settle(self) -> bool:
         """The construction returned or raised; True when it had been abandoned first."""
@@ -75,12 +81,17 @@ class ClosingClients:
 
 
 def _waited_on(client: KafkaNetClient) -> list[socket.socket]:
-    """The sockets the client's IO loop is waiting on (none if its internals have moved)."""
+    """The connections the client's IO loop has a task waiting on (not its own wake-up
+    socket); none if kafka-python's internals have moved."""
     try:
         keys = list(client._net._selector.get_map().values())
     except Exception:
         return []
-    return [key.fileobj for key in keys if isinstance(key.fileobj, socket.socket)]
+    return [
+        key.fileobj
+        for key in keys
+        if isinstance(key.fileobj, socket.socket) and any(key.data or ())
+    ]
 
 
 def build_client(kind: Any, **configs: Any) -> Any:
@@ -96,14 +107,16 @@ def build_client(kind: Any, **configs: Any) -> Any:
         client = kind(kafka_client=clients, **configs)
     except BaseException as exc:
         watchdog.cancel()
+        abandoned = clients.settle()
         clients.close()
-        if clients.settle():
+        if abandoned:
             raise _stalled(configs, limit_s) from exc
         raise
     watchdog.cancel()
-    if clients.settle():
+    if clients.settle():  # it finished just as the watchdog gave up on it
         with contextlib.suppress(Exception):
             client.close()
+        clients.close()
         raise _stalled(configs, limit_s)
     return client
 
