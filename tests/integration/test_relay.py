@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from sidecar.events import PromptDocument
-from sidecar.metrics import Metrics
+from sidecar.metrics import PREFIX, Metrics
 from sidecar.promote.publishers import FilePublisher, KafkaPublisher, Publisher
 from sidecar.promote.relay import OutboxRelay
 from sidecar.promote.served import ServedDocuments
@@ -253,6 +253,30 @@ def test_decisions_by_any_client_become_counters_and_gauges(world: World, relays
     assert metric_value(metrics, "approvals_total", prompt=NAME, decision="rejected") == 1
     assert metric_value(metrics, "candidates", prompt=NAME, status="awaiting_approval") == 0
     assert metric_value(metrics, "candidates", prompt=NAME, status="rejected") == 1
+
+
+def test_the_longest_wait_for_approval_is_a_gauge_gone_once_none_waits(
+    world: World, relays: Relays
+) -> None:
+    engine, _settings, _ = world
+    since = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    older = add_version(engine, "awaiting_approval", now=since)
+    newer = add_version(engine, "awaiting_approval", now=since + timedelta(hours=5))
+    add_version(engine, "shadow", now=since - timedelta(days=1))  # not waiting for a person
+    relay, _, metrics = relays.make()
+
+    def waiting_since() -> float | None:
+        name = PREFIX + "awaiting_approval_since_timestamp_seconds"
+        return metrics.registry.get_sample_value(name, {"prompt": NAME})
+
+    relay.tick()
+    assert waiting_since() == since.timestamp()
+    reject(engine, NAME, older, by="carol", reason="vague", now=now())
+    relay.tick()
+    assert waiting_since() == (since + timedelta(hours=5)).timestamp()
+    approved(engine, newer)
+    relay.tick()
+    assert waiting_since() is None
 
 
 def test_the_running_relay_delivers_as_soon_as_it_is_woken(world: World, relays: Relays) -> None:

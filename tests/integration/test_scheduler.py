@@ -4,6 +4,7 @@ only the replica holding that job's leader lock optimizes, or shadows."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -125,6 +126,7 @@ def test_the_shadow_job_runs_passes_on_schedule(world: Engine, llm_server: LlmSe
     settings = world_settings(
         llm_server.api_base, shadow_schedule="1", optimize_schedule="3600", shadow_min_pairs=10
     )
+    gated_after = datetime.now(UTC).timestamp()
     scheduler = JobScheduler(world, settings, config, metrics).start()
     try:
         wait_until(lambda: status_of(world, better) == "awaiting_approval", 60, "the gate")
@@ -139,6 +141,8 @@ def test_the_shadow_job_runs_passes_on_schedule(world: Engine, llm_server: LlmSe
     # the gauge follows the store, down to 0 for a status the version left
     assert metric_value(metrics, "candidates", prompt=SPEC.name, status="shadow") == 0
     assert metric_value(metrics, "candidates", prompt=SPEC.name, status="awaiting_approval") == 1
+    waiting = "awaiting_approval_since_timestamp_seconds"
+    assert gated_after <= metric_value(metrics, waiting, prompt=SPEC.name) <= time.time()
     labels = {"prompt": SPEC.name, "version": str(better)}
     assert metrics.registry.get_sample_value("gepa_sidecar_shadow_pairs", labels) is None
 
