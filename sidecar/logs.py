@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -53,7 +55,8 @@ def _rfc3339(created: float) -> str:
 
 def log_to_stderr(level: str = "INFO", log_format: str = "text") -> None:
     """Send every logger's records at `level` and above to stderr, formatted as `log_format`
-    (text|json); replaces whatever handlers the root logger had."""
+    (text|json); replaces whatever handlers the root logger had. Python's warnings and
+    uncaught exceptions are logged too, so nothing reaches stderr in another shape."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -63,6 +66,29 @@ def log_to_stderr(level: str = "INFO", log_format: str = "text") -> None:
     floor = max(logging.WARNING, logging.getLevelName(level))
     for library in QUIET_LIBRARIES:
         logging.getLogger(library).setLevel(floor)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    logging.getLogger("sidecar").critical("uncaught exception", exc_info=(kind, error, traceback))
+
+
+def _log_uncaught_in_thread(hook: threading.ExceptHookArgs) -> None:
+    if hook.exc_value is None or issubclass(hook.exc_type, SystemExit):
+        return
+    name = hook.thread.name if hook.thread is not None else "unknown"
+    logging.getLogger("sidecar").error(
+        "uncaught exception in thread %s",
+        name,
+        exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback),
+    )
 
 
 def current_log_setup() -> tuple[str, str]:
