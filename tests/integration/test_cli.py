@@ -37,6 +37,11 @@ OPTIMIZATION_KEYS = {"runs", "metric_calls", "cost_usd"}
         ("SIDECAR_SAMPLE_RATE", "2"),
         ("SIDECAR_HTTP_PORT", "notaport"),
         ("SIDECAR_DATABASE_URL", "mysql://x"),
+        ("SIDECAR_KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("SIDECAR_KAFKA_SASL_MECHANISM", "PLAIN"),  # with PLAINTEXT: unused, so refused
+        ("SIDECAR_LOG_FORMAT", "xml"),
+        ("SIDECAR_LOG_LEVEL", "loud"),
+        ("SIDECAR_KAFKA_AUTO_OFFSET_RESET", "beginning"),
     ],
 )
 def test_run_refuses_a_bad_setting_in_one_line(tmp_path: Path, name: str, value: str) -> None:
@@ -44,6 +49,22 @@ def test_run_refuses_a_bad_setting_in_one_line(tmp_path: Path, name: str, value:
         tmp_path, "run", SIDECAR_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", **{name: value}
     )
     assert_one_line_error(result, name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_refuses_a_sasl_protocol_without_its_credentials_in_one_line(
+    tmp_path: Path,
+) -> None:
+    result = sidecar(
+        tmp_path,
+        "run",
+        SIDECAR_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        SIDECAR_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+        SIDECAR_KAFKA_SASL_MECHANISM="SCRAM-SHA-256",
+        SIDECAR_KAFKA_SASL_PASSWORD="s3cret",
+    )
+    line = assert_one_line_error(result, "SIDECAR_KAFKA_SASL_USERNAME", "SASL_SSL")
+    assert "s3cret" not in line
     assert list(tmp_path.iterdir()) == []
 
 
