@@ -269,3 +269,47 @@ def test_lint_strict_passes(name: str) -> None:
 def test_lint_strict_reports_a_bad_value() -> None:
     report = _lint(_with("kafka.bogus", 1))
     assert any("'bogus' not allowed" in error for error in report["errors"])
+
+
+def _declared_keys(schema: dict[str, Any], path: str = "") -> Iterator[str]:
+    """Dotted paths of every key the schema declares through nested objects."""
+    for key, child in _resolve(schema).get("properties", {}).items():
+        yield f"{path}{key}"
+        yield from _declared_keys(child, f"{path}{key}.")
+
+
+def test_values_yaml_holds_every_key_the_schema_declares() -> None:
+    """So each is documented there; the optional members of Kubernetes' own types (resources,
+    affinity) and Helm's `global` excepted."""
+    defaults = chart().values
+    missing = []
+    for dotted in _declared_keys(SCHEMA):
+        node: Any = defaults
+        for part in dotted.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is KeyError:
+            missing.append(dotted)
+    optional = {"global", "resources.limits.cpu", "affinity.nodeAffinity", "affinity.podAffinity"}
+    optional |= {"affinity.podAntiAffinity"}
+    optional |= {f"resources.{kind}.ephemeral-storage" for kind in ("requests", "limits")}
+    assert sorted(missing) == sorted(optional)
+
+
+def test_every_value_in_values_yaml_has_a_comment() -> None:
+    """A key is documented by the comment right above it; a section (a key whose children are
+    keys) by its children's comments."""
+    lines = [line for line in (CHART_DIR / "values.yaml").read_text().splitlines() if line.strip()]
+    undocumented = []
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith(("#", "- ")) or ":" not in stripped:
+            continue
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        indent = len(line) - len(line.lstrip())
+        is_section = stripped.endswith(":") and (
+            len(following) - len(following.lstrip()) > indent
+            and not following.strip().startswith("- ")
+        )
+        if not is_section and not lines[index - 1].strip().startswith("#"):
+            undocumented.append(stripped)
+    assert undocumented == []
