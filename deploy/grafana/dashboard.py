@@ -27,7 +27,6 @@ UID = "gepa-sidecar"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 PROMPT = 'prompt=~"$prompt"'
 RATE = "$__rate_interval"
-NOT_DELIVERED = 'outcome!~"ok|already_delivered"'
 SIDECAR_TARGETS = "* on (job, instance) group_left (version) gepa_sidecar_build_info"
 """Joined onto a process_* series, keeps only the sidecar's targets (and names its version)."""
 
@@ -274,7 +273,7 @@ def annotations() -> list[dashboard.AnnotationQuery]:
         (
             "Publish failures",
             "orange",
-            f"sum by (target) (increase(gepa_sidecar_publishes_total{{{NOT_DELIVERED}}}[2m])) > 0",
+            'sum by (target) (increase(gepa_sidecar_publishes_total{outcome="failed"}[2m])) > 0',
         ),
     )
     return [
