@@ -70,6 +70,27 @@ def graph(
     return panel
 
 
+def score_distribution() -> heatmap.Panel:
+    """Prometheus' cumulative buckets, which Grafana's heatmap format turns into counts."""
+    return (
+        heatmap.Panel()
+        .title("Judge score distribution")
+        .description("Judged events per score bucket, every version of the selected prompts.")
+        .datasource(DATASOURCE)
+        .with_target(
+            query(
+                f"sum by (le) (increase(gepa_sidecar_judge_score_bucket{{{PROMPT}}}[{RATE}]))",
+                "{{le}}",
+            ).format(PromQueryFormat.HEATMAP)
+        )
+        .calculate(False)
+        .cell_values(heatmap.CellValues().unit("short"))
+        .y_axis(heatmap.YAxisConfig().unit("none").decimals(1))
+        .span(12)
+        .height(8)
+    )
+
+
 def quality_row() -> list[dashboard.Row | timeseries.Panel | stat.Panel | heatmap.Panel]:
     mean = (
         graph(
@@ -102,23 +123,7 @@ def quality_row() -> list[dashboard.Row | timeseries.Panel | stat.Panel | heatma
         .span(12)
         .height(8)
     )
-    distribution = (
-        heatmap.Panel()
-        .title("Judge score distribution")
-        .description("Judged events per score bucket, every version of the selected prompts.")
-        .datasource(DATASOURCE)
-        .with_target(
-            query(
-                f"sum by (le) (increase(gepa_sidecar_judge_score_bucket{{{PROMPT}}}[{RATE}]))",
-                "{{le}}",
-            ).format(PromQueryFormat.HEATMAP)
-        )
-        .calculate(False)
-        .cell_values(heatmap.CellValues().unit("short"))
-        .y_axis(heatmap.YAxisConfig().unit("none").decimals(1))
-        .span(12)
-        .height(8)
-    )
+    distribution = score_distribution()
     judge_errors = graph(
         "Judge errors",
         "Share of judge attempts that failed, by outcome, and the 15-minute ratio the "
