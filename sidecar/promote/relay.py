@@ -121,13 +121,15 @@ class OutboxRelay:
 
     def tick(self) -> None:
         try:
+            # This replica's own file and served document first: they gate its readiness, and
+            # a delivery to a target that is down (Kafka) may wait its timeout.
+            active = active_documents(self.engine)
+            if self._reconcile(active):
+                self._in_place.set()
             with leadership(self.engine, PUBLISHER_LOCK) as leader:
                 if leader:
                     self._deliver_outbox()
                     self._count_decisions()
-            active = active_documents(self.engine)
-            if self._reconcile(active):
-                self._in_place.set()
             self._refresh_gauges(active)
         except (SidecarError, SQLAlchemyError) as exc:
             log.warning("publishing paused: %s", " ".join(str(exc).split())[:300])
