@@ -25,6 +25,7 @@ from sidecar.runtime.kafka import ensure_topics
 from sidecar.runtime.probes import DatabaseWatch
 from sidecar.runtime.scheduler import JobScheduler
 from sidecar.runtime.shutdown import Deadline, Stop, stop_together
+from sidecar.runtime.startup import StartupWait
 from sidecar.settings import PromptsConfig, Settings, load_prompts_config
 from sidecar.store.candidates import candidate_means
 from sidecar.store.database import create_database_engine, migrate
@@ -61,17 +62,22 @@ class App:
         self.relay: OutboxRelay | None = None
         self.abandoned: list[str] = []
         self._consuming: threading.Thread | None = None
-        self._consumer_failure: BaseException | None = None
+        self._failure: BaseException | None = None
+        self._parts = threading.Lock()  # a part is made, or the stop gathers them: not both
         self._deadline: Deadline | None = None
         self._stopping = threading.Event()
         self._wake = threading.Event()  # a stop was asked for, or the consumer ended
+        self.startup = StartupWait(self._stopping)
 
     def readiness(self) -> dict[str, bool]:
         """The HTTP server answers, and the start-up republish has put every active prompt in
-        this replica's file and served document. Nothing else: readiness gates the chatbot's
-        pod, and an outage of the database, the broker or the models is no reason to take the
-        chatbot out of its Service (those show on /healthz's detail)."""
-        return {"prompts_published": self.relay is not None and self.relay.prompts_in_place}
+        this replica's file and served document, or the database is not there to say what is
+        active (the chatbot then starts on its own prompt, and hot-reloads ours once it is
+        published). Nothing else: readiness gates the chatbot's pod, and an outage of the
+        database, the broker or the models is no reason to hold the chatbot back or take it out
+        of its Service (those show on /healthz's detail)."""
+        in_place = self.relay is not None and self.relay.prompts_in_place
+        return {"prompts_published": in_place or self.startup.waiting_for == "database"}
 
     def liveness(self) -> Liveness:
         """A worker thread that ended while the sidecar is not stopping fails its check."""
@@ -95,6 +101,7 @@ class App:
                 "error": None if judge is None or judge.failed is None else repr(judge.failed),
             },
             "prompts_published": self.relay is not None and self.relay.prompts_in_place,
+            "starting": {"waiting_for": self.startup.waiting_for, "problem": self.startup.problem},
             "stopping": stopping,
         }
         return Liveness(checks=checks, detail=detail)
@@ -107,21 +114,21 @@ class App:
         self._wake.set()
 
     def run(self) -> None:
-        """Start every part and serve until `stop()`; then stop them all within the grace.
-        Raises the consumer's failure (its writer process died) once the rest has stopped."""
+        """Serve HTTP, start the rest on a thread of its own (it may wait out an outage), and
+        serve until `stop()`; then stop everything within the grace. Raises what ended the
+        start-up or the consumer (its writer process died) once the rest has stopped."""
         try:
-            self._start()
+            self._serve_http()
+            threading.Thread(target=self._start, name="startup", daemon=True).start()
             while not self._wake.wait(1.0):
                 pass
         finally:
             self._shutdown()
-        if self._consumer_failure is not None:
-            raise self._consumer_failure
+        if self._failure is not None:
+            raise self._failure
 
-    def _start(self) -> None:
-        migrate(self.engine)
-        self._seed_prompts()
-        self.database.start()
+    def _serve_http(self) -> None:
+        """First, so the probes answer while the rest starts."""
         api = create_api(
             self,
             self.metrics.registry,
@@ -133,34 +140,70 @@ class App:
             on_decision=self._decided,
         )
         self.http = HttpServer(api, self.settings.http_host, self.settings.http_port).start()
-        ensure_topics(
-            self.bootstrap_servers, [self.settings.traffic_topic, self.settings.dlq_topic]
-        )
-        if "kafka" in self.settings.publish_targets:
-            topic = self.settings.prompts_topic
-            ensure_topics(self.bootstrap_servers, [topic], compacted=[topic])
-        self.relay = OutboxRelay(
-            self.engine, self._publishers(), self.metrics, self.settings.publish_poll_interval_s
-        ).start()
-        self.consumer = TrafficConsumer(self.settings, self.bootstrap_servers, self.metrics)
+        log.info("sidecar serving on port %d", self.http.port)
+        self.database.start()
+
+    def _start(self) -> None:
+        """The store and the publishing that readiness waits for, then Kafka and the workers.
+        A dependency that is not there is waited for, not a reason to exit; a stop asked for
+        meanwhile ends the start-up, and finds every part made so far."""
+        try:
+            if not self.startup.until_done("database", self._prepare_store):
+                return
+            with self._parts:
+                if self._stopping.is_set():
+                    return
+                self.relay = OutboxRelay(
+                    self.engine,
+                    self._publishers(),
+                    self.metrics,
+                    self.settings.publish_poll_interval_s,
+                )
+            self.relay.start()
+            consumer = self.startup.until_done("Kafka", self._connect_kafka)
+            if consumer is None:
+                return
+            with self._parts:
+                if self._stopping.is_set():
+                    consumer.close()
+                    return
+                self._start_workers(consumer)
+        except BaseException as exc:
+            self._failure = exc
+            self._wake.set()
+
+    def _start_workers(self, consumer: TrafficConsumer) -> None:
+        self.consumer = consumer
         self._consuming = threading.Thread(
             target=self._consume, args=(self.consumer,), name="consumer", daemon=True
         )
         self._consuming.start()
-        log.info(
-            "sidecar serving on port %d, consuming %s", self.http.port, self.settings.traffic_topic
-        )
+        log.info("consuming %s", self.settings.traffic_topic)
         # Started last: its thread imports litellm (seconds of CPU under the GIL), which must
-        # not delay serving HTTP and consuming.
+        # not delay consuming.
         self.judge = JudgeWorker(self.engine, self.gateway, self.prompts, self.metrics).start()
         self.scheduler = JobScheduler(self.engine, self.settings, self.prompts, self.metrics)
         self.scheduler.start()
+
+    def _prepare_store(self) -> bool:
+        migrate(self.engine)
+        self._seed_prompts()
+        return True
+
+    def _connect_kafka(self) -> TrafficConsumer:
+        """The topics made sure of, and the traffic consumer connected."""
+        settings = self.settings
+        ensure_topics(self.bootstrap_servers, [settings.traffic_topic, settings.dlq_topic])
+        if "kafka" in settings.publish_targets:
+            topic = settings.prompts_topic
+            ensure_topics(self.bootstrap_servers, [topic], compacted=[topic])
+        return TrafficConsumer(settings, self.bootstrap_servers, self.metrics)
 
     def _consume(self, consumer: TrafficConsumer) -> None:
         try:
             consumer.run()
         except BaseException as exc:
-            self._consumer_failure = exc
+            self._failure = exc
         finally:
             self._wake.set()
 
@@ -177,7 +220,10 @@ class App:
         """Every worker at once against the one deadline, then the HTTP server (it serves the
         prompt until the end), then the database engine."""
         deadline = self._deadline or Deadline.after(self.settings.shutdown_grace_s)
+        gathering = self._parts.acquire(timeout=deadline.remaining())
         self._stopping.set()
+        if gathering:
+            self._parts.release()
         workers: dict[str, Stop] = {
             "consumer": self._stop_consumer,
             "database watch": self.database.stop,

@@ -112,6 +112,29 @@ def scratch_database() -> Iterator[tuple[str, Callable[[], None]]]:
         admin.dispose()
 
 
+@pytest.fixture
+def absent_database() -> Iterator[tuple[str, Callable[[], None]]]:
+    """The URL of a PostgreSQL database that is not there yet, and a way to create it."""
+    name = f"probe_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+
+    def create() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(False), create
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def waiting_for(client: httpx.Client) -> str | None:
+    found: str | None = health(client)["detail"]["starting"]["waiting_for"]
+    return found
+
+
 def test_ready_once_the_prompt_is_published_and_still_with_the_database_gone(
     kafka_bootstrap: str, topics: Topics, scratch_database: tuple[str, Callable[[], None]]
 ) -> None:
@@ -218,3 +241,61 @@ def test_not_ready_until_the_prompt_file_can_be_written(
         in_the_way.unlink()
         wait_until(lambda: ready(client), 30, "/readyz 200 once the file is written")
         assert (settings.publish_dir / PUBLISHED).exists()
+
+
+def test_a_database_not_there_at_start_holds_nothing_back_and_is_waited_for(
+    kafka_bootstrap: str, topics: Topics, absent_database: tuple[str, Callable[[], None]]
+) -> None:
+    url, create = absent_database
+    settings = probe_settings(kafka_bootstrap, topics, url)
+    app = App(settings, CONFIG)
+    with running(app) as client:
+        wait_until(lambda: waiting_for(client) == "database", 30, "the start-up to wait")
+        assert ready(client)  # nothing is known to publish: the chatbot starts on its own prompt
+        assert health(client)["status"] == "ok"
+        assert "does not exist" in health(client)["detail"]["starting"]["problem"]
+        assert not (settings.publish_dir / PUBLISHED).exists()
+        create()
+        wait_until(
+            lambda: (settings.publish_dir / PUBLISHED).exists(), 60, "the seed, once it is there"
+        )
+        wait_until(lambda: app.consumer is not None, 60, "the consumer to start")
+        assert waiting_for(client) is None
+        assert_ready_and_alive(client)
+
+
+def test_a_broker_not_there_at_start_holds_nothing_back_and_is_waited_for(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="kafka")
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    topics = Topics(name, f"{name}.dlq", f"g-{name}")
+    broker = EmbeddedBroker(port=free_port())
+    settings = probe_settings(broker.bootstrap_servers, topics, sqlite_url)
+    app = App(settings, CONFIG)
+    try:
+        with running(app) as client:
+            wait_until(lambda: ready(client), 30, "/readyz 200 with no broker")
+            assert (settings.publish_dir / PUBLISHED).exists()
+            wait_until(lambda: waiting_for(client) == "Kafka", 30, "the start-up to wait")
+            assert health(client)["status"] == "ok"
+            broker.start()
+            wait_until(
+                lambda: app.consumer is not None and app.consumer.assigned,
+                90,
+                "partitions, once the broker is there",
+            )
+            assert waiting_for(client) is None
+            assert_ready_and_alive(client)
+    finally:
+        broker.stop()
+
+
+def test_a_stop_while_the_start_up_waits_ends_within_the_grace(sqlite_url: str) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    nowhere = f"127.0.0.1:{free_port()}"
+    app = App(probe_settings(nowhere, Topics(name, f"{name}.dlq", f"g-{name}"), sqlite_url), CONFIG)
+    with running(app) as client:
+        wait_until(lambda: waiting_for(client) == "Kafka", 30, "the start-up to wait")
+    assert app.abandoned == []
+    assert app.consumer is None and app.judge is None and app.scheduler is None
