@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RELIABILITY_ROUNDS ?= 5
 RELIABILITY_TESTS := tests/integration/test_crash.py tests/integration/test_publish_crash.py tests/integration/test_outages.py
 
-.PHONY: install prometheus demo test test-fast lint bench reliability clean
+.PHONY: install prometheus demo test test-fast lint dashboard bench reliability clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -30,9 +30,12 @@ demo: install ## the whole loop beside the example chatbot (asks before approvin
 	$(BIN)/gepa-sidecar demo
 
 lint: install
-	$(BIN)/ruff check sidecar tests bench examples
-	$(BIN)/ruff format --check sidecar tests bench examples
+	$(BIN)/ruff check sidecar tests bench examples deploy
+	$(BIN)/ruff format --check sidecar tests bench examples deploy
 	$(BIN)/mypy
+
+dashboard: install ## regenerate deploy/grafana/dashboard.json from deploy/grafana/dashboard.py
+	$(BIN)/python deploy/grafana/dashboard.py
 
 test: install prometheus lint ## the whole suite: unit, integration (real broker, SQLite, PostgreSQL, HTTP)
 	$(BIN)/pytest -q

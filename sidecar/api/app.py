@@ -1,5 +1,5 @@
 """The FastAPI application. It reaches the running sidecar only through what `create_api` is
-given (readiness, the metrics registry, the database engine, the served documents, callbacks),
+given (its probes, the metrics registry, the database engine, the served documents, callbacks),
 so `run` and a test serve it alike.
 
 `/docs` is FastAPI's Swagger UI, whose page loads its JavaScript and CSS from a public CDN
@@ -20,20 +20,26 @@ from sqlalchemy import Engine
 from sidecar import __version__
 from sidecar.api.auth import AdminGuard
 from sidecar.api.decisions import decision_routes
-from sidecar.api.models import Health, ReadinessBody
+from sidecar.api.models import HealthBody, Liveness, ReadinessBody
 from sidecar.api.prompts import Scores, prompt_routes
 from sidecar.errors import StoreError
 from sidecar.promote.served import ServedDocuments
 
 
-class Readiness(Protocol):
-    """What `/readyz` asks: each named check and whether it passes now."""
+class Probes(Protocol):
+    """What `/readyz` and `/healthz` ask the running sidecar.
+
+    As a native sidecar its readiness gates the chatbot's whole pod, so `readiness()` names only
+    what the chatbot needs (its prompt published); `liveness()` fails only for what a restart
+    mends (a dead worker), so that the kubelet restarts this container alone."""
 
     def readiness(self) -> dict[str, bool]: ...
 
+    def liveness(self) -> Liveness: ...
+
 
 def create_api(
-    readiness: Readiness,
+    probes: Probes,
     registry: CollectorRegistry,
     engine: Engine | None = None,
     *,
@@ -52,10 +58,19 @@ def create_api(
     api.include_router(decision_routes(engine, guard, publish_targets, on_decision))
     _add_error_handlers(api, guard)
 
-    @api.get("/healthz", tags=["service"])
-    def healthz() -> Health:
-        """Alive: the process serves HTTP. Kubernetes restarts the container when this fails."""
-        return Health(status="ok")
+    @api.get(
+        "/healthz",
+        tags=["service"],
+        response_model=HealthBody,
+        responses={503: {"model": HealthBody, "description": "A worker died."}},
+    )
+    def healthz() -> JSONResponse:
+        """Alive: every worker runs (Kubernetes restarts the container when this fails); the
+        detail says how the dependencies are doing, and an outage there never fails it."""
+        live = probes.liveness()
+        ok = all(live.checks.values())
+        body = HealthBody(status="ok" if ok else "failing", checks=live.checks, detail=live.detail)
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
 
     @api.get(
         "/readyz",
@@ -64,8 +79,9 @@ def create_api(
         responses={503: {"model": ReadinessBody, "description": "A check fails."}},
     )
     def readyz() -> JSONResponse:
-        """Ready: every check of the running sidecar passes."""
-        checks = readiness.readiness()
+        """Ready: the HTTP server serves and the active prompts are published (or none is yet);
+        an outage of the database, the broker or the models never fails it."""
+        checks = probes.readiness()
         ready = all(checks.values())
         body = ReadinessBody(status="ready" if ready else "not ready", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

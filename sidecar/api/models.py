@@ -35,8 +35,22 @@ INVALID: Responses = {
 }
 
 
-class Health(BaseModel):
+class Liveness(BaseModel):
+    """What the running sidecar says about itself: `checks` names each worker and whether it is
+    alive (all must be), `detail` how its dependencies are doing (never a failure)."""
+
+    checks: dict[str, bool]
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class HealthBody(BaseModel):
+    """`status` is "ok", or "failing" when a worker died (a restart mends it); `checks` names
+    each worker and whether it is alive; `detail` says how the database, the consumer, the judge
+    and the published prompt are doing: an outage shows there, never as a failure."""
+
     status: str
+    checks: dict[str, bool]
+    detail: dict[str, Any]
 
 
 class ReadinessBody(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from sidecar.cli.common import JsonFlag, configure_logging, database, stop_on_signals
-from sidecar.errors import InputError
+from sidecar.errors import InputError, SidecarError
 from sidecar.settings import load_prompts_config, load_settings
 
 
@@ -33,7 +34,24 @@ def run() -> None:
     configure_logging()
     app = App(settings, prompts)
     stop_on_signals(app.stop)
-    app.run()
+    try:
+        app.run()
+    except SidecarError as exc:
+        if app.abandoned:
+            typer.echo(f"error: {exc}", err=True)
+            _exit_now(1)
+        raise
+    if app.abandoned:
+        _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """Leave without waiting for what a bounded stop abandoned: the interpreter's exit joins
+    some threads (a job's worker pool, asyncio's executor), which would outlast the grace."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def broker(

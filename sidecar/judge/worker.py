@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -72,6 +73,7 @@ class JudgeWorker:
         self.refill_below = settings.judge_concurrency + 1
         self.lanes = {spec.name: _Lane(judge_for(gateway, spec)) for spec in prompts.prompts}
         self._stopping = threading.Event()
+        self._drain_limit_s = math.inf
         self._thread = threading.Thread(target=self._main, name="judge", daemon=True)
         self._inflight: dict[int, asyncio.Task[JudgmentRecord]] = {}
         self._pending: list[JudgmentRecord] = []
@@ -83,11 +85,15 @@ class JudgeWorker:
             self._thread.start()
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop taking work, let in-flight calls finish (bounded), write what is done."""
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop taking work, let in-flight calls finish (for at most half of `timeout`: the rest
+        is for writing what is done), and wait; False when the thread still runs after
+        `timeout` (it is a daemon, left to end alone)."""
+        self._drain_limit_s = timeout / 2
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     @property
     def alive(self) -> bool:
@@ -132,7 +138,7 @@ class JudgeWorker:
         await self._flush()
 
     def _drain_s(self) -> float:
-        return min(10.0, self.gateway.settings.llm_timeout_s + 1.0)
+        return min(10.0, self.gateway.settings.llm_timeout_s + 1.0, self._drain_limit_s)
 
     def _collect(self, done: set[asyncio.Task[JudgmentRecord]]) -> None:
         for task in done:

@@ -5,13 +5,18 @@ patience limit (iterations without a new frontier candidate).
 USD is only known after a call returns, so the guard plans with the most expensive metric call
 seen so far: it lets a batch start only if the batch would fit even at that price. Until the
 first call has returned, calls start one at a time, so the price is learnt from a single call.
-Unpriced models (self-hosted) cost 0 and are bounded by the other limits."""
+Unpriced models (self-hosted) cost 0 and are bounded by the other limits.
+
+A stop of the process (an `Interrupt`) is checked wherever the budget is: from then on no new
+call starts, and the stop reason is `interrupted`."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from sidecar.optimize.interrupt import Interrupt
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Spend:
 class BudgetGuard:
     budget: Budget
     clock: Callable[[], float] = time.monotonic
+    interrupt: Interrupt | None = None
     spend: Spend = field(default_factory=Spend)
     started: float = field(init=False)
     _max_call_usd: float = 0.0
@@ -52,7 +58,7 @@ class BudgetGuard:
 
     def affordable(self, calls: int) -> int:
         """How many of `calls` metric calls may start now (0 once a limit is reached)."""
-        if self.spend.stop_reason is not None or calls <= 0:
+        if self._stopped() or calls <= 0:
             return 0
         if self.clock() - self.started >= self.budget.max_seconds:
             return self._stop("wall_time")
@@ -69,6 +75,12 @@ class BudgetGuard:
                 return self._stop("usd")
         return min(calls, remaining)
 
+    def _stopped(self) -> bool:
+        """A limit was reached, or the run is interrupted (which then becomes the reason)."""
+        if self.interrupted:
+            self._stop("interrupted")
+        return self.spend.stop_reason is not None
+
     def _stop(self, reason: str) -> int:
         self.spend.stop_reason = self.spend.stop_reason or reason
         return 0
@@ -83,7 +95,7 @@ class BudgetGuard:
 
     def reflection_affordable(self) -> bool:
         """Whether a reflection call may start: it must fit even at the dearest one seen."""
-        if self.spend.stop_reason is not None:
+        if self._stopped():
             return False
         if self._max_reflection_usd > 0 and (
             self.spend.usd + self._max_reflection_usd > self.budget.max_usd + 1e-12
@@ -107,5 +119,9 @@ class BudgetGuard:
             self._stop("no_progress")
 
     @property
+    def interrupted(self) -> bool:
+        return self.interrupt is not None and self.interrupt.is_set()
+
+    @property
     def exhausted(self) -> bool:
-        return self.spend.stop_reason is not None
+        return self._stopped()

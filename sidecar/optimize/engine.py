@@ -30,6 +30,7 @@ from sidecar.optimize.budget import Budget, BudgetGuard
 from sidecar.optimize.evaluation import Evaluator
 from sidecar.optimize.evidence import paired_evidence, proposal_verdict
 from sidecar.optimize.frontier import Frontier, mean_score, pareto_frontier, sample_parent
+from sidecar.optimize.interrupt import Interrupt, Interrupted, interruptible
 from sidecar.optimize.reflection import Proposer
 from sidecar.optimize.selection import (
     MinibatchSampler,
@@ -118,7 +119,8 @@ def warm_pool(
 
 
 class OptimizationRun:
-    """Run with `await run.execute()`; `progress` is called after every iteration."""
+    """Run with `await run.execute()`; `progress` is called after every iteration; setting
+    `interrupt` ends the run at its next step."""
 
     def __init__(
         self,
@@ -128,6 +130,7 @@ class OptimizationRun:
         budget: Budget | None = None,
         seed: int | None = None,
         progress: Callable[[RunReport], None] | None = None,
+        interrupt: Interrupt | None = None,
     ) -> None:
         self.db = engine
         self.settings = settings
@@ -135,13 +138,14 @@ class OptimizationRun:
         self.gateway = Gateway(settings)
         self.judge = judge_for(self.gateway, spec)
         self.proposer = Proposer(self.gateway, settings.optimize_max_component_chars)
-        self.guard = BudgetGuard(budget or budget_from(settings))
+        self.guard = BudgetGuard(budget or budget_from(settings), interrupt=interrupt)
         self.evaluator = Evaluator(engine, self.gateway, self.judge, spec, self.guard)
         self.rng = random.Random(seed)
         self.progress = progress
         self.population = Population(pool={}, known={})
         self.turns: dict[int, int] = {}  # version -> round-robin position of its next component
         self.run_id = 0
+        self.pareto: list[int] = []
 
     # --- scores --------------------------------------------------------------------------------
 
@@ -165,6 +169,8 @@ class OptimizationRun:
     # --- the run -------------------------------------------------------------------------------
 
     async def execute(self) -> RunReport:
+        """The run, recorded as finished, failed, or interrupted (Interrupted is raised: a stop
+        cut it short, and what it paid for stays cached for the next run)."""
         settings = self.settings
         since = datetime.now(UTC) - timedelta(hours=settings.optimize_window_hours)
         window = await asyncio.to_thread(
@@ -195,31 +201,37 @@ class OptimizationRun:
         )
         self.evaluator.run_id = self.run_id
         try:
-            report = await self._iterate(window)
-        except BaseException as exc:
-            await asyncio.to_thread(
-                finish_run,
-                self.db,
-                self.run_id,
-                "failed",
-                self.guard.spend.metric_calls,
-                self.gateway.ledger.cost_usd(),
-                [],
-                datetime.now(UTC),
-                " ".join(str(exc).split())[:500] or type(exc).__name__,
-            )
+            report = await interruptible(self._iterate(window), self.guard.interrupt)
+        except Interrupted as exc:
+            await self._finish("interrupted", await self._left_frontier(), str(exc))
             raise
+        except BaseException as exc:
+            await self._finish("failed", [], " ".join(str(exc).split())[:500] or type(exc).__name__)
+            raise
+        await self._finish("finished", report.frontier)
+        return report
+
+    async def _finish(self, outcome: str, frontier: list[int], error: str | None = None) -> None:
         await asyncio.to_thread(
             finish_run,
             self.db,
             self.run_id,
-            "finished",
-            report.metric_calls,
-            report.cost_usd,
-            report.frontier,
+            outcome,
+            self.guard.spend.metric_calls,
+            self.gateway.ledger.cost_usd(),
+            frontier,
             datetime.now(UTC),
+            error,
         )
-        return report
+
+    async def _left_frontier(self) -> list[int]:
+        """What a cut-short run leaves the next one to start from: its frontier among what it
+        scored, and the versions it had not scored yet (or, cut before it had a pool, the last
+        run's frontier): an interruption must not drop candidates."""
+        if not self.population.pool:
+            return await asyncio.to_thread(latest_frontier, self.db, self.spec.name)
+        unscored = {v for v in self.population.pool if not self._table(v, self.pareto)}
+        return sorted(set(self._frontier(self.pareto).wins) | unscored)
 
     async def _start(self, window: list[Instance]) -> tuple[Candidate, list[int], list[int]]:
         """(champion, feedback set, Pareto set), with the pool scored on the Pareto set."""
@@ -229,6 +241,7 @@ class OptimizationRun:
         feedback, pareto = split_instances(
             [(i.row_id, i.segment) for i in window], fraction, self.rng
         )
+        self.pareto = pareto
         everyone = await asyncio.to_thread(candidates_of, self.db, self.spec.name)
         active = [c for c in everyone.values() if c.status == "active"]
         if not active:
@@ -292,6 +305,8 @@ class OptimizationRun:
             if self.progress is not None:
                 self.progress(report)
         self._summarise(report, pareto)
+        if self.guard.interrupted:
+            raise Interrupted(f"a stop ended the run after {report.iterations} iterations")
         report.stop_reason = report.stop_reason or self.guard.spend.stop_reason or "frontier_empty"
         await self._propose(report, champion.version, pareto)
         return report

@@ -68,6 +68,7 @@ class OutboxRelay:
         self.poll_interval_s = poll_interval_s
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._in_place = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
         self._audit_seen: int | None = None
         self._known_statuses: set[tuple[str, str]] = set()
@@ -82,29 +83,54 @@ class OutboxRelay:
         """Deliver now (a decision was just committed in this process)."""
         self._wake.set()
 
-    def stop(self) -> None:
+    @property
+    def prompts_in_place(self) -> bool:
+        """True once a tick has had this replica's file and served document hold every active
+        version (the start-up republish); it stays true through later outages."""
+        return self._in_place.is_set()
+
+    @property
+    def alive(self) -> bool:
+        """False when the thread has ended (after `stop()`, or if it died)."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Finish the tick under way and close the publishers, waiting at most `timeout`
+        seconds (a Kafka delivery may wait its own timeout); False when the thread is still
+        running then: it is a daemon, and closes the publishers itself when it ends."""
         self._stopping.set()
         self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        if self._thread.ident is None:
+            self._close()
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._wake.wait(self.poll_interval_s)
+                self._wake.clear()
+                if not self._stopping.is_set():
+                    self.tick()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
         for publisher in self.publishers.values():
             publisher.close()
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(self.poll_interval_s)
-            self._wake.clear()
-            if not self._stopping.is_set():
-                self.tick()
-
     def tick(self) -> None:
         try:
+            # This replica's own file and served document first: they gate its readiness, and
+            # a delivery to a target that is down (Kafka) may wait its timeout.
+            active = active_documents(self.engine)
+            if self._reconcile(active):
+                self._in_place.set()
             with leadership(self.engine, PUBLISHER_LOCK) as leader:
                 if leader:
                     self._deliver_outbox()
                     self._count_decisions()
-            active = active_documents(self.engine)
-            self._reconcile(active)
             self._refresh_gauges(active)
         except (SidecarError, SQLAlchemyError) as exc:
             log.warning("publishing paused: %s", " ".join(str(exc).split())[:300])
@@ -157,8 +183,10 @@ class OutboxRelay:
         )
         return True
 
-    def _reconcile(self, active: Mapping[str, dict[str, Any]]) -> None:
-        """This replica's file and served document hold each prompt's active version."""
+    def _reconcile(self, active: Mapping[str, dict[str, Any]]) -> bool:
+        """This replica's file and served document hold each prompt's active version; False
+        when one could not be written."""
+        held = True
         for name, raw in active.items():
             document = PromptDocument.model_validate(raw)
             for target in LATEST_ONLY & set(self.publishers):
@@ -172,9 +200,11 @@ class OutboxRelay:
                     log.warning(
                         "republishing %s v%d to %s failed: %s", name, document.version, target, exc
                     )
+                    held = False
                     continue
                 self.metrics.publishes.labels(target, "ok").inc()
                 log.info("%s now holds %s v%d", target, name, document.version)
+        return held
 
     def _count_decisions(self) -> None:
         """Decisions recorded since the last tick (by any client) become counters; at start the

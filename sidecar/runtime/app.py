@@ -1,14 +1,15 @@
 """The App: built from the frozen settings, it creates and owns the database engine, metrics,
-HTTP server and consumer, and closes them in reverse order on the way out."""
+HTTP server, consumer, judge worker, outbox relay and job scheduler; on the way out it stops them
+all against one deadline (see shutdown.py), the HTTP server and the engine last."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from contextlib import ExitStack
 from datetime import UTC, datetime
 
 from sidecar.api.app import create_api
+from sidecar.api.models import Liveness
 from sidecar.errors import ConfigError
 from sidecar.ingest.consumer import TrafficConsumer
 from sidecar.judge.judge import judge_for
@@ -21,17 +22,24 @@ from sidecar.promote.relay import OutboxRelay
 from sidecar.promote.served import ServedDocuments
 from sidecar.runtime.http import HttpServer
 from sidecar.runtime.kafka import ensure_topics
+from sidecar.runtime.probes import DatabaseWatch
 from sidecar.runtime.scheduler import JobScheduler
+from sidecar.runtime.shutdown import Deadline, Stop, stop_together
+from sidecar.runtime.startup import StartupWait
 from sidecar.settings import PromptsConfig, Settings, load_prompts_config
 from sidecar.store.candidates import candidate_means
-from sidecar.store.database import create_database_engine, migrate, ping
+from sidecar.store.database import create_database_engine, migrate
 from sidecar.store.repository import seed_prompt
 
 log = logging.getLogger(__name__)
 
+HTTP_STOP_RESERVE_S = 1.0
+"""Kept back from the workers' share of the grace: the HTTP server stops after them."""
+
 
 class App:
-    """One running sidecar. `run()` blocks until `stop()`; `stop()` is safe from a signal."""
+    """One running sidecar. `run()` blocks until `stop()`; `stop()` is safe from a signal, and
+    `run()` then returns within SHUTDOWN_GRACE_S, naming in `abandoned` what it left running."""
 
     def __init__(self, settings: Settings, prompts: PromptsConfig | None = None) -> None:
         if not settings.kafka_bootstrap_servers:
@@ -44,6 +52,7 @@ class App:
         self.prompts = prompts or load_prompts_config(settings.config_file)
         self.metrics = Metrics([p.name for p in self.prompts.prompts], settings.publish_targets)
         self.engine = create_database_engine(settings.database_url)
+        self.database = DatabaseWatch(self.engine)
         self.http: HttpServer | None = None
         self.consumer: TrafficConsumer | None = None
         self.gateway = Gateway(settings, self.metrics)
@@ -51,67 +60,194 @@ class App:
         self.scheduler: JobScheduler | None = None
         self.served = ServedDocuments()
         self.relay: OutboxRelay | None = None
+        self.abandoned: list[str] = []
+        self._consuming: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._parts = threading.Lock()  # a part is made, or the stop gathers them: not both
+        self._deadline: Deadline | None = None
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # a stop was asked for, or the consumer ended
+        self.startup = StartupWait(self._stopping)
 
     def readiness(self) -> dict[str, bool]:
-        """Partitions are not required: a replica left without any (more replicas than
-        partitions, or mid-rebalance) still serves prompts, and readiness gates the whole pod."""
-        return {
-            "database": ping(self.engine),
-            "consumer": self.consumer is not None and self.consumer.running,
-            "judge": self.judge is not None and self.judge.failed is None,
+        """The HTTP server answers, and the start-up republish has put every active prompt in
+        this replica's file and served document, or the database is not there to say what is
+        active (the chatbot then starts on its own prompt, and hot-reloads ours once it is
+        published). Nothing else: readiness gates the chatbot's pod, and an outage of the
+        database, the broker or the models is no reason to hold the chatbot back or take it out
+        of its Service (those show on /healthz's detail)."""
+        in_place = self.relay is not None and self.relay.prompts_in_place
+        return {"prompts_published": in_place or self.startup.waiting_for == "database"}
+
+    def liveness(self) -> Liveness:
+        """A worker thread that ended while the sidecar is not stopping fails its check."""
+        stopping, judge = self._stopping.is_set(), self.judge
+        checks = {
+            "consumer": stopping or self._consuming is None or self._consuming.is_alive(),
+            "judge": judge is None
+            or (judge.failed is None and (stopping or not judge.lanes or judge.alive)),
+            "relay": stopping or self.relay is None or self.relay.alive,
+            "scheduler": stopping or self.scheduler is None or self.scheduler.alive,
         }
+        consumer = self.consumer
+        detail = {
+            "database": self.database.state(),
+            "consumer": {
+                "running": consumer is not None and consumer.running,
+                "partitions_assigned": consumer is not None and consumer.assigned,
+            },
+            "judge": {
+                "running": judge is not None and judge.alive,
+                "error": None if judge is None or judge.failed is None else repr(judge.failed),
+            },
+            "prompts_published": self.relay is not None and self.relay.prompts_in_place,
+            "starting": {"waiting_for": self.startup.waiting_for, "problem": self.startup.problem},
+            "stopping": stopping,
+        }
+        return Liveness(checks=checks, detail=detail)
 
     def stop(self) -> None:
+        """Ask for a stop; SHUTDOWN_GRACE_S counts from the first ask. Safe from a signal."""
+        if self._deadline is None:
+            self._deadline = Deadline.after(self.settings.shutdown_grace_s)
         self._stopping.set()
-        if self.consumer is not None:
-            self.consumer.stop()
+        self._wake.set()
 
     def run(self) -> None:
-        with ExitStack() as stack:
-            stack.callback(self.engine.dispose)
-            migrate(self.engine)
-            self._seed_prompts()
-            api = create_api(
-                self,
-                self.metrics.registry,
-                self.engine,
-                served=self.served,
-                admin_token=self.settings.admin_token,
-                publish_targets=self.settings.publish_targets,
-                scores=self._scores,
-                on_decision=self._decided,
+        """Serve HTTP, start the rest on a thread of its own (it may wait out an outage), and
+        serve until `stop()`; then stop everything within the grace. Raises what ended the
+        start-up or the consumer (its writer process died) once the rest has stopped."""
+        try:
+            self._serve_http()
+            threading.Thread(target=self._start, name="startup", daemon=True).start()
+            while not self._wake.wait(1.0):
+                pass
+        finally:
+            self._shutdown()
+        if self._failure is not None:
+            raise self._failure
+
+    def _serve_http(self) -> None:
+        """First, so the probes answer while the rest starts."""
+        api = create_api(
+            self,
+            self.metrics.registry,
+            self.engine,
+            served=self.served,
+            admin_token=self.settings.admin_token,
+            publish_targets=self.settings.publish_targets,
+            scores=self._scores,
+            on_decision=self._decided,
+        )
+        self.http = HttpServer(api, self.settings.http_host, self.settings.http_port).start()
+        log.info("sidecar serving on port %d", self.http.port)
+        self.database.start()
+
+    def _start(self) -> None:
+        """The store and the publishing that readiness waits for, then Kafka and the workers.
+        A dependency that is not there is waited for, not a reason to exit; a stop asked for
+        meanwhile ends the start-up, and finds every part made so far."""
+        try:
+            if not self.startup.until_done("database", self._prepare_store):
+                return
+            with self._parts:
+                if self._stopping.is_set():
+                    return
+                self.relay = OutboxRelay(
+                    self.engine,
+                    self._publishers(),
+                    self.metrics,
+                    self.settings.publish_poll_interval_s,
+                )
+            self.relay.start()
+            consumer = self.startup.until_done("Kafka", self._connect_kafka)
+            if consumer is None:
+                return
+            with self._parts:
+                if self._stopping.is_set():
+                    consumer.close()
+                    return
+                self._start_workers(consumer)
+        except BaseException as exc:
+            self._failure = exc
+            self._wake.set()
+
+    def _start_workers(self, consumer: TrafficConsumer) -> None:
+        self.consumer = consumer
+        self._consuming = threading.Thread(
+            target=self._consume, args=(self.consumer,), name="consumer", daemon=True
+        )
+        self._consuming.start()
+        log.info("consuming %s", self.settings.traffic_topic)
+        # Started last: its thread imports litellm (seconds of CPU under the GIL), which must
+        # not delay consuming.
+        self.judge = JudgeWorker(self.engine, self.gateway, self.prompts, self.metrics).start()
+        self.scheduler = JobScheduler(self.engine, self.settings, self.prompts, self.metrics)
+        self.scheduler.start()
+
+    def _prepare_store(self) -> bool:
+        migrate(self.engine)
+        self._seed_prompts()
+        return True
+
+    def _connect_kafka(self) -> TrafficConsumer:
+        """The topics made sure of, and the traffic consumer connected."""
+        settings = self.settings
+        ensure_topics(self.bootstrap_servers, [settings.traffic_topic, settings.dlq_topic])
+        if "kafka" in settings.publish_targets:
+            topic = settings.prompts_topic
+            ensure_topics(self.bootstrap_servers, [topic], compacted=[topic])
+        return TrafficConsumer(settings, self.bootstrap_servers, self.metrics)
+
+    def _consume(self, consumer: TrafficConsumer) -> None:
+        try:
+            consumer.run()
+        except BaseException as exc:
+            self._failure = exc
+        finally:
+            self._wake.set()
+
+    def _stop_consumer(self, timeout: float) -> bool:
+        """The consumer finishes its batch, commits what is stored and closes."""
+        if self.consumer is not None:
+            self.consumer.stop()
+        if self._consuming is not None:
+            self._consuming.join(timeout)
+            return not self._consuming.is_alive()
+        return True
+
+    def _shutdown(self) -> None:
+        """Every worker at once against the one deadline, then the HTTP server (it serves the
+        prompt until the end), then the database engine."""
+        deadline = self._deadline or Deadline.after(self.settings.shutdown_grace_s)
+        gathering = self._parts.acquire(timeout=deadline.remaining())
+        self._stopping.set()
+        if gathering:
+            self._parts.release()
+        workers: dict[str, Stop] = {
+            "consumer": self._stop_consumer,
+            "database watch": self.database.stop,
+        }
+        for name, part in (
+            ("scheduler", self.scheduler),
+            ("judge worker", self.judge),
+            ("outbox relay", self.relay),
+        ):
+            if part is not None:
+                workers[name] = part.stop
+        reserve = min(HTTP_STOP_RESERVE_S, self.settings.shutdown_grace_s / 4)
+        abandoned = stop_together(workers, deadline.earlier(reserve))
+        if self.http is not None and not self.http.stop(deadline.remaining()):
+            abandoned.append("http server")
+        self.engine.dispose()
+        self.abandoned = abandoned
+        if abandoned:
+            log.warning(
+                "stopped within SHUTDOWN_GRACE_S=%gs by abandoning what was still running: %s",
+                self.settings.shutdown_grace_s,
+                ", ".join(abandoned),
             )
-            self.http = HttpServer(api, self.settings.http_host, self.settings.http_port).start()
-            stack.callback(self.http.stop)
-            ensure_topics(
-                self.bootstrap_servers, [self.settings.traffic_topic, self.settings.dlq_topic]
-            )
-            if "kafka" in self.settings.publish_targets:
-                topic = self.settings.prompts_topic
-                ensure_topics(self.bootstrap_servers, [topic], compacted=[topic])
-            self.relay = OutboxRelay(
-                self.engine, self._publishers(), self.metrics, self.settings.publish_poll_interval_s
-            ).start()
-            stack.callback(self.relay.stop)
-            self.consumer = TrafficConsumer(self.settings, self.bootstrap_servers, self.metrics)
-            log.info(
-                "sidecar serving on port %d, consuming %s",
-                self.http.port,
-                self.settings.traffic_topic,
-            )
-            # Started last: its thread imports litellm (seconds of CPU under the GIL), which
-            # must not delay serving HTTP and consuming.
-            self.judge = JudgeWorker(self.engine, self.gateway, self.prompts, self.metrics).start()
-            stack.callback(self.judge.stop)
-            self.scheduler = JobScheduler(
-                self.engine, self.settings, self.prompts, self.metrics
-            ).start()
-            stack.callback(self.scheduler.stop)
-            if self._stopping.is_set():
-                self.consumer.stop()
-            self.consumer.run()
-            log.info("sidecar stopped")
+        log.info("sidecar stopped")
 
     def _scores(self, name: str) -> dict[int, tuple[float, int]]:
         """Mean replayed scores per version, under the key `show --json` reads them with."""

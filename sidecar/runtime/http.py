@@ -51,6 +51,9 @@ class HttpServer:
             time.sleep(0.01)
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = START_TIMEOUT_S) -> bool:
+        """Stop listening and let requests finish, for at most `timeout` seconds; False when
+        the server thread still runs then (a daemon, left to end alone)."""
         self._server.should_exit = True
-        self._thread.join(timeout=START_TIMEOUT_S)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

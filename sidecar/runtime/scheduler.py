@@ -6,12 +6,18 @@ Single-flight twice over: a job never overlaps itself in a process (APScheduler
 `max_instances=1`, missed runs coalesced), and on PostgreSQL a session advisory lock per job
 elects one leader among replicas, so only one optimizes, or shadows, and pays. SQLite is a
 one-replica database.
+
+`stop(timeout)` interrupts the run or pass in flight at its next step (recorded `interrupted`;
+what it paid for stays cached) and waits for it at most `timeout` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -20,6 +26,7 @@ from sqlalchemy import Engine
 
 from sidecar.metrics import Metrics
 from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
+from sidecar.optimize.interrupt import Interrupt, Interrupted
 from sidecar.promote.lifecycle import Status
 from sidecar.settings import PromptsConfig, PromptSpec, Settings
 from sidecar.shadow.runner import ShadowPass
@@ -47,6 +54,9 @@ class JobScheduler:
         self.prompts = prompts
         self.metrics = metrics
         self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._interrupt = Interrupt()
+        self._busy = threading.Condition()
+        self._jobs = 0
 
     def start(self) -> JobScheduler:
         if self.prompts.prompts:
@@ -67,39 +77,71 @@ class JobScheduler:
             self._scheduler.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Start no more jobs, interrupt the one in flight, and wait for it at most `timeout`
+        seconds; False when it is still running then (its thread is left to end alone)."""
+        self._interrupt.set(timeout)
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.shutdown(wait=False)
+        with self._busy:
+            return self._busy.wait_for(lambda: self._jobs == 0, timeout)
+
+    @property
+    def alive(self) -> bool:
+        """False when the scheduler's thread died while it should be running."""
+        thread = getattr(self._scheduler, "_thread", None)  # BackgroundScheduler's main loop
+        return not self._scheduler.running or (thread is not None and thread.is_alive())
+
+    @contextmanager
+    def _job(self) -> Iterator[bool]:
+        """Counts the job while it runs (`stop` waits for it); yields False once stopping."""
+        with self._busy:
+            self._jobs += 1
+        try:
+            yield not self._interrupt.is_set()
+        finally:
+            with self._busy:
+                self._jobs -= 1
+                self._busy.notify_all()
 
     def run_once(self) -> None:
         """One run per managed prompt, if this replica leads; never raises."""
-        with leadership(self.engine, OPTIMIZER_LOCK) as leader:
-            if not leader:
-                self.metrics.optimization_runs.labels("not_leader").inc()
-                log.info("another replica holds the optimizer lock; skipping this turn")
+        with self._job() as going:
+            if not going:
                 return
-            for spec in self.prompts.prompts:
-                self._run(spec.name)
-        self._refresh_candidates()
+            with leadership(self.engine, OPTIMIZER_LOCK) as leader:
+                if not leader:
+                    self.metrics.optimization_runs.labels("not_leader").inc()
+                    log.info("another replica holds the optimizer lock; skipping this turn")
+                    return
+                for spec in self.prompts.prompts:
+                    if not self._interrupt.is_set():
+                        self._run(spec)
+            self._refresh_candidates()
 
-    def _run(self, name: str) -> None:
-        spec = next(s for s in self.prompts.prompts if s.name == name)
+    def _run(self, spec: PromptSpec) -> None:
+        run = OptimizationRun(self.engine, self.settings, spec, interrupt=self._interrupt)
         try:
-            report = asyncio.run(OptimizationRun(self.engine, self.settings, spec).execute())
+            report = asyncio.run(run.execute())
         except NotEnoughTraffic as exc:
             self.metrics.optimization_runs.labels("skipped").inc()
             log.info("optimize skipped: %s", exc)
             return
+        except Interrupted as exc:
+            self.metrics.optimization_runs.labels("interrupted").inc()
+            log.info("optimize %s: run %d interrupted: %s", spec.name, run.run_id, exc)
+            return
         except Exception:
             self.metrics.optimization_runs.labels("failed").inc()
-            log.exception("optimize run for %s failed", name)
+            log.exception("optimize run for %s failed", spec.name)
             return
         self.metrics.optimization_runs.labels("finished").inc()
         self.metrics.optimization_metric_calls.inc(report.metric_calls)
-        self.metrics.frontier_size.labels(self.metrics.prompt_label(name)).set(len(report.frontier))
+        label = self.metrics.prompt_label(spec.name)
+        self.metrics.frontier_size.labels(label).set(len(report.frontier))
         log.info(
             "optimize %s: run %d stopped by %s after %d metric calls; best v%d %.3f, proposed %s",
-            name,
+            spec.name,
             report.run_id,
             report.stop_reason,
             report.metric_calls,
@@ -110,20 +152,29 @@ class JobScheduler:
 
     def shadow_once(self) -> None:
         """One shadow pass per managed prompt, if this replica leads; never raises."""
-        with leadership(self.engine, SHADOW_LOCK) as leader:
-            if not leader:
-                self.metrics.shadow_passes.labels("not_leader").inc()
-                log.info("another replica holds the shadow lock; skipping this turn")
+        with self._job() as going:
+            if not going:
                 return
-            for spec in self.prompts.prompts:
-                self._shadow(spec)
-        self._refresh_candidates()
+            with leadership(self.engine, SHADOW_LOCK) as leader:
+                if not leader:
+                    self.metrics.shadow_passes.labels("not_leader").inc()
+                    log.info("another replica holds the shadow lock; skipping this turn")
+                    return
+                for spec in self.prompts.prompts:
+                    if not self._interrupt.is_set():
+                        self._shadow(spec)
+            self._refresh_candidates()
 
     def _shadow(self, spec: PromptSpec) -> None:
+        shadow = ShadowPass(
+            self.engine, self.settings, spec, self.metrics, interrupt=self._interrupt
+        )
         try:
-            report = asyncio.run(
-                ShadowPass(self.engine, self.settings, spec, self.metrics).execute()
-            )
+            report = asyncio.run(shadow.execute())
+        except Interrupted as exc:
+            self.metrics.shadow_passes.labels("interrupted").inc()
+            log.info("shadow pass for %s interrupted: %s", spec.name, exc)
+            return
         except Exception:
             self.metrics.shadow_passes.labels("failed").inc()
             log.exception("shadow pass for %s failed", spec.name)

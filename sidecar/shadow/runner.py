@@ -33,6 +33,7 @@ from sidecar.llm.gateway import Gateway
 from sidecar.metrics import Metrics
 from sidecar.optimize.budget import Budget, BudgetGuard
 from sidecar.optimize.evaluation import Evaluator
+from sidecar.optimize.interrupt import Interrupt, Interrupted, interruptible
 from sidecar.promote.lifecycle import Actor, Status
 from sidecar.settings import PromptSpec, Settings
 from sidecar.shadow.gate import GateDecision, GateRules, Pair, decide
@@ -110,7 +111,8 @@ def _utcnow() -> datetime:
 
 
 class ShadowPass:
-    """Run with `await ShadowPass(...).execute()`; `clock` says when "now" is (deadlines)."""
+    """Run with `await ShadowPass(...).execute()`; `clock` says when "now" is (deadlines);
+    setting `interrupt` ends the pass at its next step."""
 
     def __init__(
         self,
@@ -119,6 +121,7 @@ class ShadowPass:
         spec: PromptSpec,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        interrupt: Interrupt | None = None,
     ) -> None:
         self.db = engine
         self.settings = settings
@@ -127,11 +130,16 @@ class ShadowPass:
         self.clock = clock
         self.gateway = Gateway(settings)
         self.judge = judge_for(self.gateway, spec)
-        self.guard = BudgetGuard(shadow_budget(settings))
+        self.guard = BudgetGuard(shadow_budget(settings), interrupt=interrupt)
         self.evaluator = Evaluator(engine, self.gateway, self.judge, spec, self.guard)
         self.rules = GateRules.from_settings(settings)
 
     async def execute(self) -> ShadowReport:
+        """The pass; Interrupted when a stop cut it short: the candidates it had not decided
+        wait for the next pass, and the replays it paid for are cached."""
+        return await interruptible(self._execute(), self.guard.interrupt)
+
+    async def _execute(self) -> ShadowReport:
         name, now = self.spec.name, self.clock()
         report = ShadowReport(name, self.settings.shadow_mode, None)
         everyone = await asyncio.to_thread(candidates_of, self.db, name)
@@ -155,6 +163,8 @@ class ShadowPass:
         for candidate in shadowed:
             started = entered.get(candidate.version, aware(candidate.created_at))
             pairs = await self._collect(candidate, champion, events[candidate.version])
+            if self.guard.interrupted:
+                raise Interrupted(f"a stop ended the pass before v{candidate.version} was decided")
             outcome = await self._decide(candidate, champion, pairs, started, now)
             report.candidates.append(outcome)
         self._gauge(report)

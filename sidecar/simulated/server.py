@@ -14,7 +14,9 @@ litellm reaches it exactly as it would a real provider (`openai/<any model>` wit
 - anything else to `world.task` with the system message and the last message.
 
 Faults on demand keep every test reproducible: `fault_rate` injects `fault_kinds` (429, 500,
-hang, text) chosen by a seeded RNG, and `script` forces the kinds of the next requests in order.
+hang, text) chosen by a seeded RNG, `script` forces the kinds of the next requests in order, and
+`stalls` makes every request of a kind (reflection, judge, pairwise, task) after the first N
+hang (a provider that stops answering mid-run).
 """
 
 from __future__ import annotations
@@ -76,12 +78,14 @@ class LlmServer:
         self.fault_rate = 0.0
         self.fault_kinds: tuple[str, ...] = FAULT_KINDS
         self.script: list[str] = []
+        self.stalls: dict[str, int] = {}
         self.hang_s = 30.0
         self.position_bias: str | None = None
         self.refuse_response_format = False
         self.inflight = 0
         self.max_inflight = 0
         self.requests: Counter[str] = Counter()
+        self.kinds: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []
         self._rng = random.Random(seed)
@@ -111,8 +115,11 @@ class LlmServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _next_fault(self) -> str | None:
+    def _next_fault(self, kind: str) -> str | None:
         with self._lock:
+            self.kinds[kind] += 1
+            if kind in self.stalls and self.kinds[kind] > self.stalls[kind]:
+                return "hang"
             if self.script:
                 kind = self.script.pop(0)
                 return None if kind == "ok" else kind
@@ -128,7 +135,7 @@ class LlmServer:
             body = await request.json()
             if self.refuse_response_format and "response_format" in body:
                 return _error(400, "invalid_request_error", "response_format is not supported")
-            fault = self._next_fault()
+            fault = self._next_fault(request_kind(body))
             with self._lock:
                 self.requests[fault or "ok"] += 1
                 self.bodies.append(body)
@@ -183,15 +190,14 @@ class LlmServer:
         }
 
     def _answer(self, body: dict[str, Any], messages: list[dict[str, Any]]) -> str:
-        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
-        prompt = str(messages[-1].get("content", "")) if messages else ""
-        if any(marker in prompt for marker in REFLECTION_MARKERS):
+        kind, schema, prompt = request_kind(body), _schema(body), _last_message(body)
+        if kind == "reflection":
             reply = self.world.reflect(prompt)
             return as_proposal_json(reply) if schema == "proposal" else reply
-        if schema == "judgment" or "<output>" in prompt:
+        if kind == "judge":
             score, feedback = self.world.judge(_input_values(prompt), _tagged(prompt, "output"))
             return json.dumps({"score": score, "feedback": feedback})
-        if schema == "pairwise" or "<output_a>" in prompt:
+        if kind == "pairwise":
             user = _input_values(prompt)
             a, _ = self.world.judge(user, _tagged(prompt, "output_a"))
             b, _ = self.world.judge(user, _tagged(prompt, "output_b"))
@@ -199,6 +205,28 @@ class LlmServer:
             return json.dumps({"winner": winner, "feedback": f"A scored {a}, B scored {b}."})
         system = next((str(m["content"]) for m in messages if m.get("role") == "system"), "")
         return self.world.task(system, prompt)
+
+
+def _schema(body: dict[str, Any]) -> str | None:
+    name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+    return None if name is None else str(name)
+
+
+def _last_message(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or []
+    return str(messages[-1].get("content", "")) if messages else ""
+
+
+def request_kind(body: dict[str, Any]) -> str:
+    """Which rule answers a request: reflection, judge, pairwise or task."""
+    schema, prompt = _schema(body), _last_message(body)
+    if any(marker in prompt for marker in REFLECTION_MARKERS):
+        return "reflection"
+    if schema == "judgment" or "<output>" in prompt:
+        return "judge"
+    if schema == "pairwise" or "<output_a>" in prompt:
+        return "pairwise"
+    return "task"
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

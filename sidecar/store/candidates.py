@@ -86,10 +86,14 @@ def candidates_of(engine: Engine, prompt_name: str) -> dict[int, Candidate]:
 
 
 def latest_frontier(engine: Engine, prompt_name: str) -> list[int]:
-    """The frontier (candidate versions) the last finished run of this prompt left."""
+    """The frontier (candidate versions) the last run of this prompt left: a finished one, or
+    one a stop interrupted (what it had scored so far)."""
     query = (
         select(OptimizationRun.frontier)
-        .where(OptimizationRun.prompt_name == prompt_name, OptimizationRun.status == "finished")
+        .where(
+            OptimizationRun.prompt_name == prompt_name,
+            OptimizationRun.status.in_(("finished", "interrupted")),  # type: ignore[attr-defined]
+        )
         .order_by(OptimizationRun.id.desc())  # type: ignore[union-attr]
         .limit(1)
     )

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sidecar.api.app import create_api
+from sidecar.api.models import Liveness
 from sidecar.client import HotPrompt
 from sidecar.events import PromptDocument
 from sidecar.promote.publishers import FilePublisher, KafkaPublisher, write_atomically
@@ -172,6 +173,9 @@ def test_a_failing_on_change_never_reaches_the_app(
 class Ready:
     def readiness(self) -> dict[str, bool]:
         return {"prompt": True}
+
+    def liveness(self) -> Liveness:
+        return Liveness(checks={"worker": True})
 
 
 class Sidecar:

@@ -187,8 +187,10 @@ def alive(pid: int) -> bool:
 
 
 def writer_pid(parent: int) -> int | None:
-    """The ingest writer: the child started by multiprocessing's spawn (not its tracker)."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    """The ingest writer: the child started by multiprocessing's spawn (not its tracker), from
+    whichever of the sidecar's threads started it (the consumer's)."""
+    tasks = Path(f"/proc/{parent}/task").glob("*/children")
+    children = [child for task in tasks for child in task.read_text().split()]
     for child in children:
         command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
         if b"spawn_main" in command:

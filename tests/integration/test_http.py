@@ -1,4 +1,4 @@
-"""The HTTP server (port 0, reached with httpx): health, readiness, metrics, the served prompt
+"""The HTTP server (port 0, reached with httpx): liveness, readiness, metrics, the served prompt
 document with its ETag and 304, the OpenAPI contract and /docs, and a whole App. The store-backed
 routes and decisions are in test_api.py."""
 
@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from sidecar.api.app import create_api
+from sidecar.api.models import Liveness
 from sidecar.errors import ConfigError
 from sidecar.events import PromptDocument
 from sidecar.metrics import UNMANAGED_PROMPT, Metrics
@@ -37,12 +38,16 @@ NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 @dataclass
 class Checks:
-    """A Readiness whose answers the test sets."""
+    """Probes whose answers the test sets: `values` for /readyz, `workers` for /healthz."""
 
-    values: dict[str, bool] = field(default_factory=lambda: {"database": True, "consumer": True})
+    values: dict[str, bool] = field(default_factory=lambda: {"prompts_published": True})
+    workers: dict[str, bool] = field(default_factory=lambda: {"consumer": True, "judge": True})
 
     def readiness(self) -> dict[str, bool]:
         return dict(self.values)
+
+    def liveness(self) -> Liveness:
+        return Liveness(checks=dict(self.workers), detail={"database": {"reachable": False}})
 
 
 @dataclass
@@ -91,27 +96,36 @@ def consumed_samples(text: str) -> dict[tuple[str, str], float]:
     return {}
 
 
-def test_healthz(served: Served) -> None:
+def test_healthz_fails_only_on_its_checks_and_carries_the_detail(served: Served) -> None:
     response = served.client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"consumer": True, "judge": True},
+        "detail": {"database": {"reachable": False}},  # an outage is detail, not a failure
+    }
+
+    served.checks.workers["judge"] = False
+    failing = served.client.get("/healthz")
+    assert failing.status_code == 503
+    assert failing.json()["status"] == "failing"
+    assert failing.json()["checks"] == {"consumer": True, "judge": False}
+
+    served.checks.workers["judge"] = True
+    assert served.client.get("/healthz").status_code == 200
 
 
 def test_readyz_follows_the_checks_live(served: Served) -> None:
     ready = served.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True, "consumer": True}
+    assert ready.json() == {"status": "ready", "checks": {"prompts_published": True}}
 
-    served.checks.values["consumer"] = False
+    served.checks.values["prompts_published"] = False
     not_ready = served.client.get("/readyz")
     assert not_ready.status_code == 503
-    assert not_ready.json()["checks"] == {"database": True, "consumer": False}
+    assert not_ready.json() == {"status": "not ready", "checks": {"prompts_published": False}}
 
-    served.checks.values = {"database": False, "consumer": True}
-    assert served.client.get("/readyz").json()["checks"]["database"] is False
-    assert served.client.get("/readyz").status_code == 503
-
-    served.checks.values = {"database": True, "consumer": True}
+    served.checks.values["prompts_published"] = True
     assert served.client.get("/readyz").status_code == 200
 
 
@@ -299,3 +313,4 @@ def test_docs_and_the_openapi_schema_document_every_body(
         "$ref": "#/components/schemas/PromptSummary"
     }
     assert body_of("/readyz", "get", "503") == {"$ref": "#/components/schemas/ReadinessBody"}
+    assert body_of("/healthz", "get", "503") == {"$ref": "#/components/schemas/HealthBody"}

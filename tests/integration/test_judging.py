@@ -265,9 +265,10 @@ def test_the_app_judges_what_it_consumes(
         with httpx.Client(
             base_url=f"http://127.0.0.1:{app.http.port}", timeout=scaled(10)
         ) as client:
-            ready = client.get("/readyz").json()
+            health = client.get("/healthz").json()
             metrics = client.get("/metrics").text
-        assert ready["checks"]["judge"] is True
+        assert health["checks"]["judge"] is True
+        assert health["detail"]["judge"] == {"running": True, "error": None}
         assert 'gepa_sidecar_judge_score_count{prompt="customer-care",version="1"} 12.0' in metrics
         assert 'gepa_sidecar_judge_requests_total{outcome="ok"} 12.0' in metrics
         assert 'gepa_sidecar_llm_tokens_total{role="judge",type="prompt"}' in metrics

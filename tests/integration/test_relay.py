@@ -4,6 +4,7 @@ and delivering it, or between delivering and marking it delivered."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from sidecar.settings import Settings, load_settings
 from sidecar.store.outbox import begin_attempt, pending_outbox
 from sidecar.store.promotions import reject, rollback
 from sidecar.store.repository import seed_prompt, status_summary
-from tests.helpers import activations, metric_value, wait_until
+from tests.helpers import activations, metric_value, scaled, wait_until
 from tests.versions import NAME, TARGETS, add_version, approved
 
 World = tuple[Engine, Settings, Path]
@@ -226,6 +227,46 @@ def test_kafka_down_keeps_its_rows_pending_while_the_file_and_http_move_on(
     assert activations(settings.kafka_bootstrap_servers, settings.prompts_topic) == [
         (version, activation.id)
     ]
+
+
+class StalledTarget:
+    """A topic whose broker takes a delivery and does not answer until the test lets it go."""
+
+    target = "kafka"
+
+    def __init__(self) -> None:
+        self.delivering = threading.Event()
+        self.answer = threading.Event()
+
+    def publish(self, document: PromptDocument, activation_id: int) -> None:
+        self.delivering.set()
+        self.answer.wait()
+
+    def holds(self, document: PromptDocument, activation_id: int) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.answer.set()
+
+
+def test_the_file_is_in_place_before_a_stalled_delivery_to_another_target(
+    world: World, relays: Relays
+) -> None:
+    engine, settings, _ = world
+    version = add_version(engine, "awaiting_approval")
+    stalled = StalledTarget()
+    relay, served, _ = relays.make(kafka=stalled)
+    approved(engine, version)
+    ticking = threading.Thread(target=relay.tick, daemon=True)
+    ticking.start()
+    try:
+        assert stalled.delivering.wait(scaled(10))
+        assert relay.prompts_in_place
+        assert on_file(settings).version == version
+        assert served.get(NAME).version == version
+    finally:
+        stalled.answer.set()
+        ticking.join(scaled(10))
 
 
 def test_a_missing_or_garbled_file_is_republished_on_start(world: World, relays: Relays) -> None:
