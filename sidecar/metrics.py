@@ -29,7 +29,7 @@ UNKNOWN_PROMPT = "_unknown"
 
 JUDGE_OUTCOMES = ("ok", "invalid_reply", "provider_error")
 RUN_OUTCOMES = ("finished", "failed", "skipped", "not_leader", "interrupted")
-SHADOW_OUTCOMES = ("finished", "failed", "not_leader")
+SHADOW_OUTCOMES = ("finished", "failed", "not_leader", "interrupted")
 PUBLISH_OUTCOMES = ("ok", "failed")
 
 
@@ -142,7 +142,7 @@ class Metrics:
         )
         self.shadow_passes = Counter(
             PREFIX + "shadow_passes",
-            "Shadow evaluation passes by outcome (finished|failed|not_leader).",
+            "Shadow evaluation passes by outcome (finished|failed|not_leader|interrupted).",
             ["outcome"],
             registry=self.registry,
         )

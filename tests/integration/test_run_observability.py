@@ -112,7 +112,7 @@ def test_a_json_run_writes_json_lines_and_exports_the_standard_metrics(
         assert value(found, "gepa_sidecar_judge_requests_total", outcome=outcome) is not None
     for outcome in ("finished", "failed", "skipped", "not_leader", "interrupted"):
         assert value(found, "gepa_sidecar_optimization_runs_total", outcome=outcome) == 0.0
-    for outcome in ("finished", "failed", "not_leader"):
+    for outcome in ("finished", "failed", "not_leader", "interrupted"):
         assert value(found, "gepa_sidecar_shadow_passes_total", outcome=outcome) == 0.0
     publishes = {
         dict(labels)["target"]

@@ -82,7 +82,7 @@ def test_a_stop_interrupts_the_run_in_flight_and_the_next_run_starts_warm(
     world: Engine, llm_server: LlmServer
 ) -> None:
     stall(llm_server, "reflection", answered=1)  # a first child, then silence
-    metrics = Metrics()
+    metrics = Metrics([SPEC.name])
     settings = world_settings(llm_server.api_base)
     scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
     job = threading.Thread(target=scheduler.run_once, name="optimize-job", daemon=True)
@@ -111,7 +111,7 @@ def test_a_stop_cuts_a_shadow_pass_before_it_decides(world: Engine, llm_server: 
     mark_proposed(world, SPEC.name, [better.version], "beat the champion", now)
     live_traffic(world, llm_server, 12, seed=2)
     stall(llm_server, "task", answered=12)  # the champion's 12 replays, then silence
-    metrics = Metrics()
+    metrics = Metrics([SPEC.name])
     settings = world_settings(llm_server.api_base, shadow_min_pairs=2)
     scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
     job = threading.Thread(target=scheduler.shadow_once, name="shadow-job", daemon=True)
@@ -132,7 +132,7 @@ def test_a_stop_cuts_a_shadow_pass_before_it_decides(world: Engine, llm_server: 
 def test_a_stop_asked_before_a_job_starts_runs_nothing(
     world: Engine, llm_server: LlmServer
 ) -> None:
-    metrics = Metrics()
+    metrics = Metrics([SPEC.name])
     settings = world_settings(llm_server.api_base)
     scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
     assert scheduler.stop(timeout=GRACE_S)
