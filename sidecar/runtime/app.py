@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from sidecar.api.app import create_api
 from sidecar.api.models import Liveness
+from sidecar.client.security import kafka_security_options
 from sidecar.errors import ConfigError
 from sidecar.ingest.consumer import TrafficConsumer
 from sidecar.judge.judge import judge_for
@@ -193,10 +194,12 @@ class App:
     def _connect_kafka(self) -> TrafficConsumer:
         """The topics made sure of, and the traffic consumer connected."""
         settings = self.settings
-        ensure_topics(self.bootstrap_servers, [settings.traffic_topic, settings.dlq_topic])
+        security = kafka_security_options(settings)
+        topics = [settings.traffic_topic, settings.dlq_topic]
+        ensure_topics(self.bootstrap_servers, topics, security=security)
         if "kafka" in settings.publish_targets:
             topic = settings.prompts_topic
-            ensure_topics(self.bootstrap_servers, [topic], compacted=[topic])
+            ensure_topics(self.bootstrap_servers, [topic], compacted=[topic], security=security)
         return TrafficConsumer(settings, self.bootstrap_servers, self.metrics)
 
     def _consume(self, consumer: TrafficConsumer) -> None:
