@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kafka import KafkaAdminClient
 
 from sidecar.client import HotPrompt, TrafficEmitter
 from sidecar.client.security import kafka_security_options
@@ -25,6 +27,7 @@ from sidecar.promote.publishers import KafkaPublisher
 from sidecar.runtime.kafka import ensure_topics
 from tests.conftest import Topics
 from tests.helpers import records, scaled, sidecar_settings, wait_until
+from tests.processes import Start, sidecar_env
 
 NAME = "customer-care"
 TLS = {"security_protocol": "SSL"}
@@ -109,6 +112,31 @@ def test_the_traffic_consumer_gets_the_settings(
     error = raised_within(lambda: TrafficConsumer(settings, kafka_bootstrap, Metrics([])), 60)
     assert isinstance(error, BrokerError)
     assert "(SSL)" in str(error) and "SSL handshake" in str(error)
+
+
+def test_a_run_told_to_speak_tls_waits_for_kafka_naming_the_handshake(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str, start_sidecar: Start
+) -> None:
+    """Its first Kafka client, the admin client that makes sure of the topics, gets it: the
+    prompts topic is never made."""
+    env = sidecar_env(kafka_bootstrap, topics, sqlite_url)
+    env["SIDECAR_KAFKA_SECURITY_PROTOCOL"] = "SSL"
+    sidecar = start_sidecar(env)
+
+    def waiting() -> bool:
+        return any(
+            "waiting for" in line and "SSL handshake" in line
+            for line in sidecar.log.read_text().splitlines()
+        )
+
+    wait_until(waiting, 60, "the start-up waiting on the TLS handshake")
+    sidecar.process.send_signal(signal.SIGTERM)
+    assert sidecar.process.wait(timeout=scaled(60)) == 0
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert f"{topics.traffic}.prompts" not in admin.list_topics()  # a plaintext one makes it
+    finally:
+        admin.close()
 
 
 def test_the_emitter_takes_the_settings_from_the_environment(
