@@ -25,7 +25,7 @@ def awaiting_approval_since(engine: Engine) -> dict[str, datetime]:
             AuditEntry.version,
             func.max(AuditEntry.at).label("at"),
         )
-        .where(AuditEntry.to_status == WAITING)  # type: ignore[arg-type]
+        .where(AuditEntry.to_status == WAITING)
         .group_by(AuditEntry.prompt_name, AuditEntry.version)
         .subquery()
     )
@@ -38,7 +38,7 @@ def awaiting_approval_since(engine: Engine) -> dict[str, datetime]:
                 entered.c.version == Candidate.version,
             ),
         )
-        .where(Candidate.status == WAITING)  # type: ignore[arg-type]
+        .where(Candidate.status == WAITING)
         .group_by(Candidate.prompt_name)
     )
     with transaction(engine) as connection:
