@@ -47,7 +47,9 @@ def env(**values: str) -> dict[str, str]:
 
 
 def test_the_defaults_are_plaintext_and_nothing_else() -> None:
-    assert kafka_security_options(load_settings()) == {"security_protocol": "PLAINTEXT"}
+    settings = load_settings()
+    assert kafka_security_options(settings) == {"security_protocol": "PLAINTEXT"}
+    assert settings.kafka_auto_offset_reset == "latest"  # a first deploy skips the backlog
 
 
 def test_sasl_ssl_with_a_ca_maps_to_kafka_pythons_option_names(cafile: Path) -> None:
