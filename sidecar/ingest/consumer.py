@@ -100,6 +100,10 @@ class TrafficConsumer:
         if self._writer is not None:
             self._writer.stop()
 
+    def close(self) -> None:
+        """Let go of a consumer that was connected but never run (a stop came first)."""
+        self._consumer.close(autocommit=False)
+
     def run(self) -> None:
         """Consume until `stop()`; raises WriterError if the writer process died."""
         self._writer = IngestWriter(self._settings, self._bootstrap_servers)

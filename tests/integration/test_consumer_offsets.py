@@ -3,6 +3,8 @@ partitions a consumer owns, on a real broker and a real database."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -100,3 +102,23 @@ def test_lag_series_follow_the_partitions_the_consumer_owns(
             wait_until(split, 120, "one lag series each after the rebalance")
             assert second.assigned
     assert lag_partitions(first_metrics, topics.traffic) == set()
+
+
+def open_sockets() -> int:
+    """This process's open sockets, as the kernel counts them."""
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor, gone
+            found += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return found
+
+
+def test_a_consumer_connected_but_never_run_lets_go_of_its_sockets_on_close(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+) -> None:
+    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url)
+    before = open_sockets()
+    consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
+    assert open_sockets() > before
+    consumer.close()
+    assert open_sockets() == before
