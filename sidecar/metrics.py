@@ -203,6 +203,13 @@ class Metrics:
             if n:
                 self.events_consumed.labels(self.prompt_label(prompt), outcome).inc(n)
 
+    def show_active(self, prompt: str, version: int) -> None:
+        """The active version's gauge, and its score histogram from zero on: a series born with
+        its first judgments would make `rate()` over them read 0/0 until the next ones."""
+        label = self.prompt_label(prompt)
+        self.active_prompt_version.labels(label).set(version)
+        self.judge_score.labels(label, str(version))
+
     def show_awaiting_approval(self, since: Mapping[str, datetime]) -> None:
         """Set the awaiting-approval gauge from the store's answer (prompt name -> when its
         oldest waiting candidate started waiting); prompts with none waiting lose their series."""

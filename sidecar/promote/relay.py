@@ -231,8 +231,7 @@ class OutboxRelay:
         self._known_statuses = set(counts)
         self.metrics.show_awaiting_approval(awaiting_approval_since(self.engine))
         for name, raw in active.items():
-            label = self.metrics.prompt_label(name)
-            self.metrics.active_prompt_version.labels(label).set(raw["version"])
+            self.metrics.show_active(name, raw["version"])
 
 
 def _now() -> datetime:

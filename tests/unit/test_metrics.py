@@ -117,3 +117,17 @@ def test_forgetting_partitions_removes_only_their_lag_series() -> None:
         (("partition", "0"), ("topic", "gepa.traffic")): 0.0,
         (("partition", "2"), ("topic", "gepa.traffic")): 20.0,
     }
+
+
+def test_the_active_versions_score_series_exists_before_its_first_judgment() -> None:
+    metrics = Metrics([NAME])
+    metrics.show_active(NAME, 3)
+    metrics.show_active("someone-elses", 7)
+    assert series(metrics, PREFIX + "active_prompt_version") == {
+        (("prompt", NAME),): 3.0,
+        (("prompt", UNMANAGED_PROMPT),): 7.0,
+    }
+    assert series(metrics, PREFIX + "judge_score_count") == {
+        (("prompt", NAME), ("version", "3")): 0.0,
+        (("prompt", UNMANAGED_PROMPT), ("version", "7")): 0.0,
+    }
