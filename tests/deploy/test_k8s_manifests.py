@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from kubernetes_validate import utils as kubernetes_validate
 from pydantic import SecretStr
 
 from sidecar.settings import ENV_PREFIX, Settings, load_prompts_config, load_settings
+from tests.deploy.chart_support import walk
 
 ROOT = Path(__file__).parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -74,17 +74,6 @@ ENV_MAP: dict[str, str] = resource("ConfigMap", "gepa-sidecar-env")["data"]
 SIDECAR_CONTAINER = next(c for c in SPEC["initContainers"] if c["name"] == SIDECAR)
 CHATBOT = next(c for c in SPEC["containers"] if c["name"] == "chatbot")
 CONTAINERS = [SIDECAR_CONTAINER, CHATBOT]
-
-
-def walk(node: Any) -> Iterator[tuple[str, Any]]:
-    """Every (key, value) of a manifest, at any depth."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield key, value
-            yield from walk(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from walk(item)
 
 
 def check(doc: dict[str, Any], version: str) -> None:

@@ -93,41 +93,47 @@ def assert_ready_and_alive(client: httpx.Client) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture
-def scratch_database() -> Iterator[tuple[str, Callable[[], None]]]:
-    """A PostgreSQL database of its own, and a way to drop it under a running sidecar."""
+Act = Callable[[], None]
+
+
+@contextmanager
+def postgres_database(created: bool) -> Iterator[tuple[str, Act, Act]]:
+    """A PostgreSQL database of a test's own (made now, or left for the test to make): its URL,
+    a way to create it and a way to drop it under a running sidecar."""
     name = f"probe_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
 
-    def drop() -> None:
+    def run(statement: str) -> None:
         with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(statement))
 
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    def create() -> None:
+        run(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    if created:
+        create()
     try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(False), drop
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(False), create, drop
     finally:
         drop()
         admin.dispose()
 
 
 @pytest.fixture
+def scratch_database() -> Iterator[tuple[str, Callable[[], None]]]:
+    """A PostgreSQL database of its own, and a way to drop it under a running sidecar."""
+    with postgres_database(created=True) as (url, _, drop):
+        yield url, drop
+
+
+@pytest.fixture
 def absent_database() -> Iterator[tuple[str, Callable[[], None]]]:
     """The URL of a PostgreSQL database that is not there yet, and a way to create it."""
-    name = f"probe_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-
-    def create() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(False), create
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database(created=False) as (url, create, _):
+        yield url, create
 
 
 def waiting_for(client: httpx.Client) -> str | None:
