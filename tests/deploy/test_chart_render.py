@@ -118,6 +118,9 @@ def test_the_pod_holds_the_sidecar_contract(standalone: Standalone) -> None:
     assert "restartPolicy" not in sidecar_container(spec)
 
 
+SECRET_URL = "postgresql+psycopg://gepa:from-the-secret@postgres.chat:5432/gepa"
+
+
 def test_the_settings_accept_what_the_chart_renders(
     standalone: Standalone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,8 +132,13 @@ def test_the_settings_accept_what_the_chart_renders(
     config_file.write_text(config_map["data"]["config.yaml"], encoding="utf-8")
     config = load_prompts_config(config_file)
     assert [p.name for p in config.prompts] == [p["name"] for p in values.get("prompts", [])]
-    env = plain_env(sidecar_container(spec))
+    container = sidecar_container(spec)
+    env = plain_env(container)
     env["SIDECAR_CONFIG_FILE"] = str(config_file)
+    for each in container["env"]:  # what the Secret holds, as the kubelet would give it
+        if "secretKeyRef" in each.get("valueFrom", {}):
+            key = each["valueFrom"]["secretKeyRef"]["key"]
+            env[each["name"]] = SECRET_URL if key == "DATABASE_URL" else f"from-the-secret-{key}"
     if "SIDECAR_KAFKA_SSL_CAFILE" in env:
         (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
         env["SIDECAR_KAFKA_SSL_CAFILE"] = str(tmp_path / "ca.crt")

@@ -68,7 +68,11 @@ kafkaCa: /etc/gepa-sidecar-kafka-ca
 {{- end }}
 {{- with $v.existingSecret }}
 {{- $secretName := . }}
-{{- range list "ADMIN_TOKEN" "JUDGE_API_KEY" "TASK_API_KEY" "REFLECTION_API_KEY" "KAFKA_SASL_PASSWORD" }}
+{{- $keys := list "ADMIN_TOKEN" "JUDGE_API_KEY" "TASK_API_KEY" "REFLECTION_API_KEY" }}
+{{- if hasPrefix "SASL_" $v.kafka.securityProtocol }}
+{{- $keys = append $keys "KAFKA_SASL_PASSWORD" }}
+{{- end }}
+{{- range $keys }}
 {{- $env = append $env (dict "name" (printf "SIDECAR_%s" .) "valueFrom" (dict "secretKeyRef" (dict "name" $secretName "key" . "optional" true))) }}
 {{- end }}
 {{- end }}
