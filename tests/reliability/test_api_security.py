@@ -2,7 +2,8 @@
 and versions in every state. (a) every mutating route, listed from the app's own OpenAPI
 document so a new one cannot be missed, is refused without the admin token (401) and with none
 configured (403), and the store is unchanged; (b) schemathesis generates valid and invalid
-requests for every operation of `/openapi.json` and no answer is a 5xx."""
+requests for every operation of `/openapi.json`, on SQLite and PostgreSQL, and no answer is a
+5xx (a NUL character, which PostgreSQL cannot store, is asked for explicitly: it was a 503)."""
 
 from __future__ import annotations
 
