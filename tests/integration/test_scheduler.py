@@ -184,3 +184,24 @@ def test_a_failed_shadow_pass_is_counted_not_raised(
     assert metric_value(metrics, "shadow_passes_total", outcome="failed") == 1
     assert metric_value(metrics, "shadow_passes_total", outcome="finished") == 0
     assert metric_value(metrics, "candidates", prompt=SPEC.name, status="shadow") == 1
+
+
+def test_a_run_that_fails_is_recorded_and_counted_and_the_next_turn_runs(
+    world: Engine, llm_server: LlmServer
+) -> None:
+    metrics = Metrics([SPEC.name])
+    settings = world_settings(llm_server.api_base, optimize_patience=2)
+    scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
+    with transaction(world) as connection:  # the store fails the run's first cached evaluation
+        connection.execute(text("ALTER TABLE evaluations RENAME TO evaluations_away"))
+    scheduler.run_once()  # does not raise
+    [failed] = runs(world)
+    assert failed.status == "failed" and failed.finished_at is not None
+    assert "database error" in (failed.error or "")
+    assert metric_value(metrics, "optimization_runs_total", outcome="failed") == 1
+    with transaction(world) as connection:
+        connection.execute(text("ALTER TABLE evaluations_away RENAME TO evaluations"))
+    scheduler.run_once()
+    assert [r.status for r in runs(world)] == ["failed", "finished"]
+    assert metric_value(metrics, "optimization_runs_total", outcome="finished") == 1
+    assert metric_value(metrics, "candidates", prompt=SPEC.name, status="active") == 1
