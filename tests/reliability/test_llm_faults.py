@@ -30,7 +30,7 @@ from sidecar.store.candidates import (
 )
 from sidecar.store.judgments import judgments_for
 from sidecar.store.repository import seed_prompt, store_events, transaction
-from sidecar.store.tables import Event
+from sidecar.store.tables import Event, MutationAttempt
 from sidecar.store.tables import OptimizationRun as RunRow
 from tests.helpers import consumed, wait_until
 from tests.llm_server import LlmServer, task_reply
@@ -39,6 +39,7 @@ from tests.world import QUESTIONS, SEED, SPEC, world_settings
 
 FAULT_RATE = 0.3
 BETTER = f"{SEED} Always end by naming the next step."
+BUDGET_LIMITS = ("metric_calls", "usd", "wall_time")
 
 
 def traffic(engine: Engine, n: int, seed: int) -> list[int]:
@@ -57,9 +58,18 @@ def traffic(engine: Engine, n: int, seed: int) -> list[int]:
         )
         for i, item in enumerate(consumed(rng, n, first_offset=seed * 100_000))
     ]
+    before = set(row_ids(engine))
     store_events(engine, events, {}, datetime.now(UTC))
+    return [row for row in row_ids(engine) if row not in before]
+
+
+def row_ids(engine: Engine) -> list[int]:
     with transaction(engine) as connection:
         return list(connection.execute(select(Event.id).order_by(Event.id)).scalars())
+
+
+def judged_ok(engine: Engine) -> int:
+    return sum(1 for j in judgments_for(engine) if j.status == "ok")
 
 
 def judge_everything(engine: Engine, settings: Any, n: int) -> int:
@@ -69,8 +79,7 @@ def judge_everything(engine: Engine, settings: Any, n: int) -> int:
     config = PromptsConfig(prompts=[SPEC])
     worker = JudgeWorker(engine, Gateway(settings, metrics), config, metrics).start()
     try:
-        ok = lambda: sum(1 for j in judgments_for(engine) if j.status == "ok")  # noqa: E731
-        wait_until(lambda: ok() == n, 60 + n, f"{n} events judged")
+        wait_until(lambda: judged_ok(engine) == n, 60 + n, f"{n} events judged")
     finally:
         assert worker.stop()
     assert worker.failed is None
@@ -112,6 +121,21 @@ def check_run(
         if version in report.proposed and not (full and candidate.status == "proposed"):
             problems.append(f"v{version} proposed on {evidence}")
     return partial
+
+
+def check_attempts(engine: Engine, report: RunReport, problems: list[str]) -> int:
+    """A child left unscored says why: a spent budget only when the run ran out of one, else
+    the failed evaluations. How many children failed evaluations cost."""
+    with transaction(engine) as connection:
+        summaries = connection.execute(
+            select(MutationAttempt.summary).where(MutationAttempt.run_id == report.run_id)
+        ).scalars()
+        unscored = [text for text in summaries if "(not scored:" in text]
+    budget_cut = report.stop_reason in BUDGET_LIMITS
+    for summary in unscored:
+        if "budget spent" in summary and not budget_cut:
+            problems.append(f"run stopped by {report.stop_reason}, attempt says: {summary}")
+    return sum(1 for summary in unscored if "evaluations failed" in summary)
 
 
 def check_shadow(
@@ -183,6 +207,7 @@ def test_llm_faults_at_thirty_percent(
     assert report.metric_calls <= run_calls
     problems: list[str] = []
     partial = check_run(engine, run, report, history, problems)
+    unscored = check_attempts(engine, report, problems)
 
     now = datetime.now(UTC)
     better = insert_candidate(engine, SPEC.name, {"system_prompt": BETTER}, [1], None, "", [], now)
@@ -195,12 +220,13 @@ def test_llm_faults_at_thirty_percent(
     unpaired = check_shadow(engine, shadow, shadowed, ids, problems)
 
     faults = {kind: llm_server.requests[kind] for kind in FAULT_KINDS}
-    ok = sum(1 for j in judgments_for(engine) if j.status == "ok")
+    ok = judged_ok(engine)
     passed = all(faults.values()) and retried > 0 and ok == n and not problems
     measured = (
         f"{ok}/{n} judged ({retried} after a judge_error retry); run {row.status} by "
         f"{report.stop_reason} after {report.metric_calls} metric calls, proposed "
-        f"{report.proposed or 'none'}, {partial} versions with partial evidence; shadow "
+        f"{report.proposed or 'none'}, {partial} versions with partial evidence, {unscored} "
+        "children unscored for failed evaluations; shadow "
         f"{shadowed.metric_calls} calls: "
         + ", ".join(f"v{o.version} {o.decision} on {o.pairs} pairs" for o in shadowed.candidates)
         + f", {unpaired} unpaired events counted; {len(problems)} claims beyond the evidence"
