@@ -240,3 +240,17 @@ def test_a_child_the_provider_failed_to_score_says_so_not_budget_spent(
     assert attempt.outcome == "failed"
     size = settings.optimize_minibatch_size
     assert attempt.summary.endswith(f"(not scored: {size} of {size} minibatch evaluations failed)")
+
+
+def test_a_replay_the_provider_failed_is_asked_once_more(
+    world: Engine, llm_server: LlmServer
+) -> None:
+    better = shadowed_world(world, llm_server)
+    llm_server.script = ["500", "500"]  # the champion's first two replays, with no retry left
+    settings = world_settings(llm_server.api_base, llm_max_retries=0, shadow_min_pairs=10)
+    metrics = Metrics([SPEC.name])
+    JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics).shadow_once()
+    assert llm_server.requests["500"] == 2
+    figures = (candidates_of(world, SPEC.name)[better].evidence or {})["shadow"]
+    assert (figures["n"], figures["events"], figures["unpaired"]) == (12, 12, 0)
+    assert status_of(world, better) == "awaiting_approval"

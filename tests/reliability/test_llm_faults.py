@@ -177,7 +177,7 @@ def fault_settings(server: LlmServer, run_calls: int, shadow_calls: int, fresh: 
         judge_concurrency=8,
         llm_max_retries=1,  # retries are spent often enough to leave evidence partial
         run_max_metric_calls=run_calls,
-        optimize_patience=4,
+        optimize_patience=sized(ci=4, full=10),  # a failed reflection is no progress either
         shadow_max_metric_calls=shadow_calls,
         shadow_min_pairs=10,
         shadow_max_pairs=fresh,
