@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from sidecar.events import ConsumedEvent
 from sidecar.judge.judge import Judge
@@ -276,3 +276,32 @@ def test_the_app_judges_what_it_consumes(
         app.stop()
         thread.join(scaled(30))
     assert not thread.is_alive()
+
+
+def judgments_table(engine: Engine, name_from: str, name_to: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(f"ALTER TABLE {name_from} RENAME TO {name_to}"))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_database_outage_keeps_the_verdicts_until_they_can_be_stored(
+    engine: Engine,
+    llm_server: LlmServer,
+    run_worker: Callable[..., JudgeWorker],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store(engine, 6)
+    llm_server.latency_s = 0.3
+    worker = run_worker(engine, judge_settings(llm_server), prompts(), Metrics(["customer-care"]))
+    wait_until(lambda: llm_server.max_inflight >= 1, 30, "judge calls in flight")
+    judgments_table(engine, "judgments", "judgments_away")  # reads and writes fail now
+    try:
+        wait_until(lambda: "cannot store" in caplog.text, 30, "a failed write")
+        wait_until(lambda: "cannot read events to judge" in caplog.text, 30, "a failed read")
+        assert worker.alive and worker.failed is None
+    finally:
+        judgments_table(engine, "judgments_away", "judgments")
+    wait_until(lambda: len(judged(engine)) == 6, 60, "all 6 judged once the database is back")
+    assert len(judgments_for(engine)) == 6
+    assert llm_server.requests["ok"] == 6  # the verdicts were kept, not paid for again
+    assert worker.alive and worker.failed is None
