@@ -61,6 +61,7 @@ class TrafficConsumer:
         self._last_commit = 0.0
         self._lag_checked = 0.0
         self._lag_partitions: set[tuple[str, int]] = set()
+        self._owned: frozenset[int] = frozenset()
         try:
             self._consumer = build_client(
                 KafkaConsumer,
@@ -257,11 +258,22 @@ class TrafficConsumer:
         self._metrics.forget_partitions(partitions)
         self._lag_partitions -= partitions
 
+    def owned_partitions(self) -> frozenset[int]:
+        """The traffic topic's partitions this member owns now (set by the rebalance callbacks
+        on the consumer's thread; read by the judge's)."""
+        return self._owned
+
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self._owned -= {
+            tp.partition for tp in partitions if tp.topic == self._settings.traffic_topic
+        }
         self.drain()
         self._forget_lag({(tp.topic, tp.partition) for tp in partitions})
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self._owned |= {
+            tp.partition for tp in partitions if tp.topic == self._settings.traffic_topic
+        }
         if partitions:
             self._assigned.set()
         else:

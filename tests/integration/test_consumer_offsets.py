@@ -8,17 +8,27 @@ import os
 import random
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
+from kafka import KafkaAdminClient
 from sqlalchemy import Engine
 
 from sidecar.ingest.consumer import TrafficConsumer
 from sidecar.metrics import PREFIX, Metrics
 from sidecar.store.repository import stored_event_ids
 from tests.conftest import Topics
-from tests.helpers import encode, make_event, produce, scaled, sidecar_settings, wait_until
+from tests.helpers import (
+    encode,
+    make_event,
+    metric_value,
+    produce,
+    scaled,
+    sidecar_settings,
+    wait_until,
+)
+from tests.integration.test_crash import committed, writes_blocked
 
 NAME = "customer-care"
 LAG = PREFIX + "consumer_lag_records"
@@ -122,3 +132,39 @@ def test_a_consumer_connected_but_never_run_lets_go_of_its_sockets_on_close(
     assert open_sockets() > before
     consumer.close()
     assert open_sockets() == before
+
+
+def test_records_in_flight_at_a_revoke_are_neither_lost_nor_committed_before_stored(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str, engine: Engine
+) -> None:
+    """The first member holds fetched records its writer cannot store (the database is
+    locked) when a second member joins: its revoke drains what it can and commits only what is
+    stored; once the lock goes every record is stored once, by one member or the other."""
+    before = send(kafka_bootstrap, topics.traffic, seed=5, count=20)
+    settings = sidecar_settings(
+        kafka_bootstrap, topics, sqlite_url, ingest_batch_size=5, ingest_queue_batches=1
+    )
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        with consuming(settings) as (_, first_metrics), ExitStack() as lock:
+            wait_until(lambda: committed(admin, topics.group) == 20, 60, "the first 20 committed")
+            lock.enter_context(writes_blocked(sqlite_url, engine))
+            everything = before | send(kafka_bootstrap, topics.traffic, seed=6, count=30)
+            wait_until(lambda: metric_value(first_metrics, "ingest_paused") == 1, 60, "a stall")
+            with consuming(settings) as (_, second_metrics):
+
+                def split() -> bool:
+                    mine = lag_partitions(first_metrics, topics.traffic)
+                    theirs = lag_partitions(second_metrics, topics.traffic)
+                    return len(mine) == len(theirs) == 1 and mine | theirs == {0, 1}
+
+                wait_until(split, 120, "the revoke and the new assignment")
+                assert len(stored_event_ids(engine)) == 20
+                assert committed(admin, topics.group) == 20  # nothing unstored is committed
+                lock.close()
+                wait_until(lambda: set(stored_event_ids(engine)) == everything, 60, "all stored")
+                wait_until(lambda: committed(admin, topics.group) == 50, 60, "all committed")
+    finally:
+        admin.close()
+    ids = stored_event_ids(engine)
+    assert len(ids) == len(set(ids)) == 50

@@ -305,3 +305,59 @@ def test_a_database_outage_keeps_the_verdicts_until_they_can_be_stored(
     assert len(judgments_for(engine)) == 6
     assert llm_server.requests["ok"] == 6  # the verdicts were kept, not paid for again
     assert worker.alive and worker.failed is None
+
+
+# --- replicas sharing the work by partition ----------------------------------------------------
+
+
+def store_on_partitions(engine: Engine, n: int, seed: int) -> None:
+    """n events consumed alternately from partitions 0 and 1."""
+    rng = random.Random(seed)
+    batch = [
+        ConsumedEvent(item.event.model_copy(update={"output": REPLIES[i % 3]}), i % 2, i)
+        for i, item in enumerate(consumed(rng, n))
+    ]
+    store_events(engine, batch, {}, NOW)
+
+
+def test_replicas_each_judge_the_events_of_their_partitions_once(
+    engine: Engine, llm_server: LlmServer
+) -> None:
+    store_on_partitions(engine, 40, seed=40)
+    settings = judge_settings(llm_server)
+    shares = [Metrics(["customer-care"]), Metrics(["customer-care"])]
+    workers = [
+        JudgeWorker(
+            engine, Gateway(settings, metrics), prompts(), metrics, lambda p=p: frozenset({p})
+        )
+        for p, metrics in enumerate(shares)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_until(lambda: len(judged(engine)) == 40, 60, "40 judged")
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert llm_server.requests["ok"] == 40  # none twice
+    assert [metric_value(m, "judge_requests_total", outcome="ok") for m in shares] == [20, 20]
+
+
+def test_a_partition_that_moves_over_is_judged_from_its_oldest_event(
+    engine: Engine, llm_server: LlmServer
+) -> None:
+    """The replica that owned partition 0 died before judging it; the survivor's cursor is
+    already past those events when the partition comes over."""
+    store_on_partitions(engine, 40, seed=41)
+    owned = [frozenset({1})]
+    settings = judge_settings(llm_server)
+    metrics = Metrics(["customer-care"])
+    worker = JudgeWorker(engine, Gateway(settings, metrics), prompts(), metrics, lambda: owned[0])
+    worker.start()
+    try:
+        wait_until(lambda: len(judged(engine)) == 20, 60, "partition 1 judged")
+        owned[0] = frozenset({0, 1})
+        wait_until(lambda: len(judged(engine)) == 40, 60, "partition 0 judged too")
+    finally:
+        worker.stop()
+    assert llm_server.requests["ok"] == 40
