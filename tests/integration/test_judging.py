@@ -255,7 +255,7 @@ def test_the_app_judges_what_it_consumes(
     thread = threading.Thread(target=app.run, name="app-under-test", daemon=True)
     thread.start()
     try:
-        wait_until(lambda: app.http is not None, 30, "the HTTP server")
+        wait_until(lambda: app.judge is not None, 60, "the store ready and the workers started")
         assert app.http is not None
         rng = random.Random(30)
         events = [make_event(rng, output=REPLIES[i % 3]) for i in range(12)]
