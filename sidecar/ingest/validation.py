@@ -9,6 +9,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Literal
 
 from pydantic import ValidationError
@@ -58,13 +59,18 @@ def parse_event(value: bytes | None) -> TrafficEvent | Rejection:
 
 
 def _unstorable(event: TrafficEvent) -> Rejection | None:
-    """Values the schema takes but a database refuses: a version past a 32-bit INTEGER, a NUL
-    character (PostgreSQL text and jsonb hold none), NaN or Infinity (not JSON; jsonb refuses
-    them). Accepted, such an event would fail every store of its batch and stall ingest."""
+    """Values the schema takes but the store refuses: a version past a 32-bit INTEGER, a time
+    whose UTC is outside years 1-9999, a NUL character (PostgreSQL text and jsonb hold none),
+    NaN or Infinity (not JSON; jsonb refuses them). Accepted, such an event would fail every
+    store of its batch and stall ingest."""
     hint = event.prompt_name
     if event.prompt_version > MAX_PROMPT_VERSION:
         detail = f"prompt_version: must be at most {MAX_PROMPT_VERSION}"
         return Rejection("wrong_type", detail, hint)
+    try:
+        event.timestamp.astimezone(UTC)
+    except OverflowError:
+        return Rejection("wrong_type", "timestamp: out of range once in UTC", hint)
     fields = {
         "inputs": event.inputs,
         "output": event.output,
