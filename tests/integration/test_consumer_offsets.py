@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from kafka import KafkaAdminClient, TopicPartition
 from sqlalchemy import Engine
 
-from sidecar.ingest.consumer import TrafficConsumer
+from sidecar.ingest.consumer import TrafficConsumer, _Rebalance
 from sidecar.metrics import PREFIX, Metrics
 from sidecar.store.repository import stored_event_ids
 from tests.conftest import Topics
@@ -122,3 +123,25 @@ def test_a_consumer_connected_but_never_run_lets_go_of_its_sockets_on_close(
     assert open_sockets() > before
     consumer.close()
     assert open_sockets() == before
+
+
+def test_a_lost_membership_forgets_uncommitted_offsets_without_committing(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+) -> None:
+    """Found by R3 (a restarted broker forgets the group): kafka-python reports the eviction
+    through on_partitions_lost on its IO thread, where the revoke path's blocking commit raised
+    and ended the sidecar. Lost partitions are given up without a commit: redelivered later."""
+    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url)
+    consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
+    partition = TopicPartition(topics.traffic, 0)
+    consumer._consumer.assign([partition])  # owned: the revoke path would commit its offset
+    consumer._uncommitted = {(topics.traffic, 0): 5}
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        _Rebalance(consumer).on_partitions_lost({partition})
+        assert consumer._uncommitted == {}
+        committed = admin.list_group_offsets(topics.group).get(topics.group, {})
+        assert all(meta.offset < 0 for meta in committed.values()), committed
+    finally:
+        admin.close()
+        consumer.close()
