@@ -270,6 +270,14 @@ class TrafficConsumer:
         self.drain()
         self._forget_lag({(tp.topic, tp.partition) for tp in partitions})
 
+    def on_lost(self, partitions: set[TopicPartition]) -> None:
+        """The group evicted this member (a session expired, or a restarted broker forgot it):
+        its partitions may be another member's already and a commit would be refused, so what is
+        uncommitted is forgotten (redelivered, never skipped). kafka-python calls this on its IO
+        thread, where a blocking commit raises and would end the consumer."""
+        self._uncommitted.clear()
+        self._forget_lag({(tp.topic, tp.partition) for tp in partitions})
+
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         self._owned |= {
             tp.partition for tp in partitions if tp.topic == self._settings.traffic_topic
@@ -287,6 +295,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._owner.on_revoked(revoked)
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self._owner.on_lost(lost)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._owner.on_assigned(assigned)

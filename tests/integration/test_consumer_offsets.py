@@ -12,10 +12,10 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, TopicPartition
 from sqlalchemy import Engine
 
-from sidecar.ingest.consumer import TrafficConsumer
+from sidecar.ingest.consumer import TrafficConsumer, _Rebalance
 from sidecar.metrics import PREFIX, Metrics
 from sidecar.store.repository import stored_event_ids
 from tests.conftest import Topics
@@ -168,3 +168,25 @@ def test_records_in_flight_at_a_revoke_are_neither_lost_nor_committed_before_sto
         admin.close()
     ids = stored_event_ids(engine)
     assert len(ids) == len(set(ids)) == 50
+
+
+def test_a_lost_membership_forgets_uncommitted_offsets_without_committing(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+) -> None:
+    """Found by R3 (a restarted broker forgets the group): kafka-python reports the eviction
+    through on_partitions_lost on its IO thread, where the revoke path's blocking commit raised
+    and ended the sidecar. Lost partitions are given up without a commit: redelivered later."""
+    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url)
+    consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
+    partition = TopicPartition(topics.traffic, 0)
+    consumer._consumer.assign([partition])  # owned: the revoke path would commit its offset
+    consumer._uncommitted = {(topics.traffic, 0): 5}
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        _Rebalance(consumer).on_partitions_lost({partition})
+        assert consumer._uncommitted == {}
+        committed = admin.list_group_offsets(topics.group).get(topics.group, {})
+        assert all(meta.offset < 0 for meta in committed.values()), committed
+    finally:
+        admin.close()
+        consumer.close()
