@@ -17,17 +17,19 @@ import signal
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine, select
+import pytest
+from sqlalchemy import Engine, select, update
 
 from sidecar.promote.publishers import FilePublisher
 from sidecar.store.candidates import candidates_of
 from sidecar.store.database import create_database_engine
 from sidecar.store.outbox import pending_outbox
-from sidecar.store.repository import ingest_totals, stored_event_ids, transaction
-from sidecar.store.tables import OutboxEntry
+from sidecar.store.repository import ingest_totals, seed_prompt, stored_event_ids, transaction
+from sidecar.store.tables import Candidate, OutboxEntry
 from tests.conftest import Topics
 from tests.helpers import activations, encode, make_event, produce, scaled, wait_until
 from tests.integration.test_crash import _stored, alive, writer_pid, writes_blocked
@@ -39,7 +41,7 @@ from tests.reliability.consistency import (
     pool_problems,
     run_statuses,
 )
-from tests.reliability.rows import Row, record, sized
+from tests.reliability.rows import Row, record, scale, sized
 from tests.versions import add_version, approved
 from tests.world import SPEC, world_environment
 
@@ -48,6 +50,7 @@ KILLS = sized(ci=4, full=24)  # one round per kill, the kinds in turn
 BATCH = sized(ci=60, full=150)  # events produced in each judging round, at most stored first
 TAIL = 80  # produced while the writer is stalled: more than the consumer holds before pausing
 NAME = SPEC.name
+DATABASES = ["sqlite", "postgresql"] if scale() == "full" else ["sqlite"]  # CI: the quicker one
 REFLECT = "reflection"  # the simulated server's count of reflection requests
 UNANSWERABLE = ("Hi?", "Hey?", "Why so?")
 """Messages without a word the judge can see echoed: no prompt scores 1.0 on them, so every
@@ -196,17 +199,18 @@ def settle(campaign: Campaign) -> Sidecar:
     return sidecar
 
 
+@pytest.mark.parametrize("database_url", DATABASES, indirect=True)
 def test_kill_9_at_random_points_loses_nothing_and_does_nothing_twice(
     kafka_bootstrap: str,
     topics: Topics,
-    sqlite_url: str,
+    database_url: str,
     llm_server: LlmServer,
     start_sidecar: Start,
     tmp_path: Path,
 ) -> None:
     llm_server.latency_s = 0.02  # a judge that takes a moment, so some kills land mid-batch
     published = tmp_path / "published"
-    env = sidecar_env(kafka_bootstrap, topics, sqlite_url)
+    env = sidecar_env(kafka_bootstrap, topics, database_url)
     env.update(world_environment(llm_server, tmp_path))
     env.update(
         SIDECAR_PUBLISH_DIR=str(published),
@@ -216,7 +220,7 @@ def test_kill_9_at_random_points_loses_nothing_and_does_nothing_twice(
         SIDECAR_SHADOW_SCHEDULE="3600",
         SIDECAR_RUN_MAX_METRIC_CALLS="60",
     )
-    engine = create_database_engine(sqlite_url)
+    engine = create_database_engine(database_url)
     campaign = Campaign(
         kafka_bootstrap, topics, engine, llm_server, start_sidecar, env, published,
         random.Random(20261128),
@@ -267,7 +271,8 @@ def assert_nothing_lost_or_twice(campaign: Campaign) -> None:
             row="R2",
             test="tests/reliability/test_kill9.py",
             load=f"{len(campaign.produced)} events, {len(campaign.approvals)} approvals, "
-            f"{sum(campaign.killed.values())} restarts on one SQLite store and consumer group",
+            f"{sum(campaign.killed.values())} restarts on one {engine.dialect.name} store and "
+            "consumer group",
             faults=f"{sum(campaign.killed.values())} kill -9 of the sidecar ({landed} landed "
             "with work of their kind left undone)",
             goal="0 lost, 0 duplicated, each approval published once per target, pool consistent",
@@ -288,3 +293,25 @@ def assert_nothing_lost_or_twice(campaign: Campaign) -> None:
     assert problems == []
     assert ingest_totals(engine)["accepted"] == len(campaign.produced)
     assert not running(engine)
+
+
+def test_the_pool_check_names_what_a_half_written_candidate_breaks(
+    sqlite_url: str, migrated_engine: Callable[[str], Engine]
+) -> None:
+    """The checker itself can fail: a version written without its audit row, active beside the
+    seed, bred from a parent that does not exist, is named three times over."""
+    engine = migrated_engine(sqlite_url)
+    seed_prompt(engine, NAME, dict(SPEC.seed), datetime.now(UTC))
+    version = add_version(engine, "awaiting_approval", name=NAME)
+    assert pool_problems(engine, NAME) == []
+    with transaction(engine) as connection:
+        connection.execute(
+            update(Candidate)
+            .where(Candidate.version == version)  # type: ignore[arg-type]
+            .values(status="active", parents=[99])
+        )
+    assert pool_problems(engine, NAME) == [
+        f"2 active versions: [1, {version}]",
+        f"v{version} has parents that do not exist: [99]",
+        f"v{version} is active but its audit trail ends at awaiting_approval",
+    ]
