@@ -211,16 +211,17 @@ class TrafficConsumer:
             self._uncommitted.clear()
 
     def drain(self) -> None:
-        """Store what is in flight and commit it: called before partitions are taken away.
+        """Store what is in flight: called before partitions are taken away.
 
-        Offsets that could not be committed now are forgotten, never carried into the next
-        generation: the records are redelivered (counted duplicates) rather than skipped.
+        It commits nothing: kafka-python calls it on its IO thread, where a blocking commit
+        raises (and ended the sidecar). Offsets not committed yet are forgotten, never carried
+        into the next generation: the records are redelivered (counted duplicates, stored
+        once) rather than skipped.
         """
         deadline = time.monotonic() + REVOKE_DRAIN_S
         while self._pending.unfinished_tasks and time.monotonic() < deadline:
             if self._stopping.wait(0.01):
                 break
-        self._commit_stored(now=True)
         self._uncommitted.clear()
 
     def _check_positions(self) -> None:

@@ -190,3 +190,30 @@ def test_a_lost_membership_forgets_uncommitted_offsets_without_committing(
     finally:
         admin.close()
         consumer.close()
+
+
+def test_a_revoke_on_kafka_pythons_io_thread_forgets_uncommitted_offsets_without_committing(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+) -> None:
+    """Found by R2 (a restart after kill -9: the dead member's session expires and the group
+    rebalances): kafka-python calls on_partitions_revoked on its IO thread, where the drain's
+    blocking commit raised and ended the sidecar. The revoke now commits nothing: what was
+    stored and not yet committed is redelivered to the next owner and stored once."""
+    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url)
+    consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
+    partition = TopicPartition(topics.traffic, 0)
+    consumer._consumer.assign([partition])  # owned: a commit of its offset would be attempted
+    consumer._uncommitted = {(topics.traffic, 0): 5}
+
+    async def revoke_where_kafka_python_does() -> None:
+        _Rebalance(consumer).on_partitions_revoked({partition})
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        consumer._consumer._coordinator._net.run(revoke_where_kafka_python_does)
+        assert consumer._uncommitted == {}
+        committed = admin.list_group_offsets(topics.group).get(topics.group, {})
+        assert all(meta.offset < 0 for meta in committed.values()), committed
+    finally:
+        admin.close()
+        consumer.close()
