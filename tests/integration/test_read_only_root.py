@@ -42,9 +42,36 @@ REFUSED = (b"Read-only file system", b"Permission denied")
 OK = {"outcome": "ok"}
 
 
+REPO = Path(__file__).parents[2]
+
+
+def reachable_checkout(stash: Path) -> list[str]:
+    """Mounts that let `user` reach this checkout when a directory above it is root's alone (a
+    clone under `mktemp -d`, mode 0700), as the image's /opt/gepa-sidecar is: inside the
+    namespace only, that directory is covered by a world-traversable tmpfs and the checkout is
+    bound back in place through `stash`. (CAP_DAC_READ_SEARCH lets the child open such files,
+    but not pass `access()`, which alembic asks of its scripts.)"""
+    closed = next(
+        (a for a in reversed(REPO.parents) if a != Path("/") and not a.stat().st_mode & 0o001),
+        None,
+    )
+    if closed is None or Path(sys.base_prefix).is_relative_to(closed):
+        return []
+    repo, stash_q, closed_q = (shlex.quote(str(p)) for p in (REPO, stash, closed))
+    return [
+        f"mount --bind {repo} {stash_q}",
+        f"mount -t tmpfs -o mode=0755 tmpfs {closed_q}",
+        f"mkdir -p {repo}",
+        f"mount --bind {stash_q} {repo}",
+    ]
+
+
 def sandboxed(command: list[str], writable: list[Path], user: int) -> list[str]:
     """`command` in a mount namespace where only `writable` can be written, run as `user`."""
-    binds = [f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(p))}" for p in writable]
+    stash = writable[0].parent / "checkout"
+    stash.mkdir(exist_ok=True)
+    binds = reachable_checkout(stash)
+    binds += [f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(p))}" for p in writable]
     reads = "--inh-caps=+dac_read_search --ambient-caps=+dac_read_search"
     drop = f"exec setpriv --reuid={user} --regid={user} --clear-groups {reads} --"
     script = " && ".join([*binds, "mount -o remount,bind,ro /", f'{drop} "$@"'])
