@@ -6,6 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 RELIABILITY_ROUNDS ?= 5
+RELIABILITY_RESULTS ?= docs/reliability-results.jsonl
 RELIABILITY_TESTS := tests/integration/test_crash.py tests/integration/test_publish_crash.py tests/integration/test_outages.py
 
 .PHONY: install prometheus demo test test-fast lint dashboard bench reliability clean
@@ -43,7 +44,12 @@ test: install prometheus lint ## the whole suite: unit, integration (real broker
 test-fast: install ## the unit tests only, no lint: seconds, for the edit-test loop
 	$(BIN)/pytest -q tests/unit
 
-reliability: install ## the crash and outage tests, RELIABILITY_ROUNDS times; stops at a failure
+reliability: install prometheus ## the reliability suite full-sized, its table in docs/RELIABILITY.md; then the crash and outage tests RELIABILITY_ROUNDS times
+	@rm -f $(RELIABILITY_RESULTS)
+	@SIDECAR_RELIABILITY_SCALE=full SIDECAR_RELIABILITY_RESULTS=$(RELIABILITY_RESULTS) \
+		$(BIN)/pytest -q tests/reliability; status=$$?; \
+		$(BIN)/python -m tests.reliability.table $(RELIABILITY_RESULTS) > docs/RELIABILITY.md \
+		&& echo "wrote docs/RELIABILITY.md"; exit $$status
 	@for round in $$(seq 1 $(RELIABILITY_ROUNDS)); do \
 		echo "reliability round $$round of $(RELIABILITY_ROUNDS)"; \
 		$(BIN)/pytest -q $(RELIABILITY_TESTS) || exit 1; \

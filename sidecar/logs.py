@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from sidecar.optimize.redact import redact
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUIET_LIBRARIES = ("kafka", "uvicorn", "alembic", "apscheduler")
 """Libraries whose INFO lines are their own bookkeeping: shown from WARNING up."""
@@ -48,6 +50,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class RedactPersonalData(logging.Filter):
+    """User text reaches log lines inside exception messages (a judge's reply quoting the user
+    in an InvalidReply, a provider's error echoing the prompt): every line written is redacted
+    as traffic is before a model sees it (endpoints kept: an operator needs them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), locations=False)
+        record.args = None
+        if record.exc_info:
+            formatted = logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, formatted
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, locations=False)
+        return True
+
+
+def stderr_handler(log_format: str = "text") -> logging.Handler:
+    """The handler `log_to_stderr` installs: `log_format` (text|json) lines, PII redacted."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RedactPersonalData())
+    return handler
+
+
 def _rfc3339(created: float) -> str:
     moment = datetime.fromtimestamp(created, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -57,12 +86,7 @@ def log_to_stderr(level: str = "INFO", log_format: str = "text") -> None:
     """Send every logger's records at `level` and above to stderr, formatted as `log_format`
     (text|json); replaces whatever handlers the root logger had. Python's warnings and
     uncaught exceptions are logged too, so nothing reaches stderr in another shape."""
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.basicConfig(level=level, handlers=[stderr_handler(log_format)], force=True)
     floor = max(logging.WARNING, logging.getLevelName(level))
     for library in QUIET_LIBRARIES:
         logging.getLogger(library).setLevel(floor)

@@ -108,8 +108,10 @@ class SimpleWorld:
 class LlmServer(SimulatedServer):
     """The simulated server, on SimpleWorld unless told another world."""
 
-    def __init__(self, latency_s: float = 0.0, seed: int = 7, world: World | None = None) -> None:
-        super().__init__(world or SimpleWorld(), latency_s=latency_s, seed=seed)
+    def __init__(
+        self, latency_s: float = 0.0, seed: int = 7, world: World | None = None, port: int = 0
+    ) -> None:
+        super().__init__(world or SimpleWorld(), latency_s=latency_s, seed=seed, port=port)
 
 
 def main() -> None:

@@ -6,14 +6,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from sidecar.promote.lifecycle import Action, Status
 
-Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+def storable(text: str) -> str:
+    """Refuse a NUL character: no text column of PostgreSQL can hold one (a 422, not a 503)."""
+    if "\x00" in text:
+        raise ValueError("contains a NUL character, which the store cannot hold")
+    return text
+
+
+Person = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(storable),
+]
 """Who decides: a name, never blank (the audit row's `actor`)."""
 
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+    AfterValidator(storable),
+]
 """Why, in a person's words (the audit row's `reason`): never blank when given."""
 
 

@@ -39,8 +39,10 @@ def require_database(engine: Engine | None) -> Engine:
 
 
 def versions_of(engine: Engine | None, name: str) -> dict[int, Candidate]:
-    """Every version of a prompt; 404 when the store knows no prompt of that name."""
-    found = candidates_of(require_database(engine), name)
+    """Every version of a prompt; 404 when the store knows no prompt of that name (a name with
+    a NUL character is none: PostgreSQL refuses it in a query, so it is never asked)."""
+    database = require_database(engine)
+    found = {} if "\x00" in name else candidates_of(database, name)
     if not found:
         raise HTTPException(404, f"no prompt named {name!r}")
     return found

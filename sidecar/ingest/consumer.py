@@ -61,6 +61,7 @@ class TrafficConsumer:
         self._last_commit = 0.0
         self._lag_checked = 0.0
         self._lag_partitions: set[tuple[str, int]] = set()
+        self._owned: frozenset[int] = frozenset()
         try:
             self._consumer = build_client(
                 KafkaConsumer,
@@ -210,16 +211,17 @@ class TrafficConsumer:
             self._uncommitted.clear()
 
     def drain(self) -> None:
-        """Store what is in flight and commit it: called before partitions are taken away.
+        """Store what is in flight: called before partitions are taken away.
 
-        Offsets that could not be committed now are forgotten, never carried into the next
-        generation: the records are redelivered (counted duplicates) rather than skipped.
+        It commits nothing: kafka-python calls it on its IO thread, where a blocking commit
+        raises (and ended the sidecar). Offsets not committed yet are forgotten, never carried
+        into the next generation: the records are redelivered (counted duplicates, stored
+        once) rather than skipped.
         """
         deadline = time.monotonic() + REVOKE_DRAIN_S
         while self._pending.unfinished_tasks and time.monotonic() < deadline:
             if self._stopping.wait(0.01):
                 break
-        self._commit_stored(now=True)
         self._uncommitted.clear()
 
     def _check_positions(self) -> None:
@@ -257,11 +259,30 @@ class TrafficConsumer:
         self._metrics.forget_partitions(partitions)
         self._lag_partitions -= partitions
 
+    def owned_partitions(self) -> frozenset[int]:
+        """The traffic topic's partitions this member owns now (set by the rebalance callbacks
+        on the consumer's thread; read by the judge's)."""
+        return self._owned
+
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self._owned -= {
+            tp.partition for tp in partitions if tp.topic == self._settings.traffic_topic
+        }
         self.drain()
         self._forget_lag({(tp.topic, tp.partition) for tp in partitions})
 
+    def on_lost(self, partitions: set[TopicPartition]) -> None:
+        """The group evicted this member (a session expired, or a restarted broker forgot it):
+        its partitions may be another member's already and a commit would be refused, so what is
+        uncommitted is forgotten (redelivered, never skipped). kafka-python calls this on its IO
+        thread, where a blocking commit raises and would end the consumer."""
+        self._uncommitted.clear()
+        self._forget_lag({(tp.topic, tp.partition) for tp in partitions})
+
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self._owned |= {
+            tp.partition for tp in partitions if tp.topic == self._settings.traffic_topic
+        }
         if partitions:
             self._assigned.set()
         else:
@@ -275,6 +296,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._owner.on_revoked(revoked)
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self._owner.on_lost(lost)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._owner.on_assigned(assigned)

@@ -6,8 +6,10 @@ Pure: no Kafka, no database. The reason codes are what operators see in the dead
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Literal
 
 from pydantic import ValidationError
@@ -15,6 +17,8 @@ from pydantic import ValidationError
 from sidecar.events import EVENT_SCHEMA_VERSION, MAX_EVENT_BYTES, TrafficEvent
 
 _PROMPT_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+MAX_PROMPT_VERSION = 2**31 - 1
+"""The store's INTEGER column (32-bit in PostgreSQL)."""
 
 Reason = Literal[
     "too_large",
@@ -48,9 +52,45 @@ def parse_event(value: bytes | None) -> TrafficEvent | Rejection:
     except UnicodeDecodeError as exc:
         return Rejection("not_utf8", f"byte {exc.start} is not UTF-8")
     try:
-        return TrafficEvent.model_validate_json(value)
+        event = TrafficEvent.model_validate_json(value)
     except ValidationError as exc:
         return _explain(exc, value)
+    return _unstorable(event) or event
+
+
+def _unstorable(event: TrafficEvent) -> Rejection | None:
+    """Values the schema takes but the store refuses: a version past a 32-bit INTEGER, a time
+    whose UTC is outside years 1-9999, a NUL character (PostgreSQL text and jsonb hold none),
+    NaN or Infinity (not JSON; jsonb refuses them). Accepted, such an event would fail every
+    store of its batch and stall ingest."""
+    hint = event.prompt_name
+    if event.prompt_version > MAX_PROMPT_VERSION:
+        detail = f"prompt_version: must be at most {MAX_PROMPT_VERSION}"
+        return Rejection("wrong_type", detail, hint)
+    try:
+        event.timestamp.astimezone(UTC)
+    except OverflowError:
+        return Rejection("wrong_type", "timestamp: out of range once in UTC", hint)
+    fields = {
+        "inputs": event.inputs,
+        "output": event.output,
+        "trace": event.trace,
+        "metadata": event.metadata,
+    }
+    for name, field in fields.items():
+        pending: list[object] = [field]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+            elif isinstance(item, str) and "\x00" in item:
+                return Rejection("wrong_type", f"{name}: a string holds a NUL character", hint)
+            elif isinstance(item, float) and not math.isfinite(item):
+                return Rejection("not_json", f"{name}: NaN or Infinity is not JSON", hint)
+    return None
 
 
 def _explain(exc: ValidationError, text: bytes) -> Rejection:

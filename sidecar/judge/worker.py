@@ -4,6 +4,11 @@ Work comes from the store, never from memory: events with no judgment under the 
 version, and failed judgments whose retry time has come. A restart therefore resumes exactly
 where the last process stopped, and an event the judge could not score is kept as a
 `judge_error` and tried again later (the wait doubles up to an hour), never dropped.
+
+Replicas on one PostgreSQL share the work as they share the topic: each judges the events
+consumed from the partitions its consumer owns now (`owned`), so every event is judged by one
+replica; a partition that moves over is judged from its oldest unjudged event by its new owner.
+Only what was in flight when a rebalance moved its partition can be judged twice.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -53,6 +59,14 @@ class _Lane:
     cursor: int = 0
 
 
+Owned = Callable[[], frozenset[int] | None]
+"""The traffic partitions whose events this replica judges; None: every event (one replica)."""
+
+
+def every_partition() -> None:
+    return None
+
+
 class JudgeWorker:
     """Keeps up to 2 x the judge concurrency events in flight; writes verdicts in batches."""
 
@@ -62,6 +76,7 @@ class JudgeWorker:
         gateway: Gateway,
         prompts: PromptsConfig,
         metrics: Metrics,
+        owned: Owned = every_partition,
     ) -> None:
         self.engine = engine
         self.gateway = gateway
@@ -78,6 +93,8 @@ class JudgeWorker:
         self._inflight: dict[int, asyncio.Task[JudgmentRecord]] = {}
         self._pending: list[JudgmentRecord] = []
         self._active: dict[str, int] = {}
+        self._owned = owned
+        self._share: frozenset[int] | None = None
         self.failed: BaseException | None = None
 
     def start(self) -> JudgeWorker:
@@ -187,16 +204,27 @@ class JudgeWorker:
         share = max(1, room // max(1, len(self.lanes)))
         # Judged but not yet written: the store still shows these as due.
         busy = set(self._inflight) | {record.row_id for record in self._pending}
+        partitions = self._partitions()
         for name, lane in self.lanes.items():
             version = lane.judge.version
-            retries = due_judgment_retries(self.engine, name, version, now, share, exclude=busy)
+            retries = due_judgment_retries(self.engine, name, version, now, share, busy, partitions)
             fresh = unjudged_events(
-                self.engine, name, version, lane.cursor, max(0, share - len(retries))
+                self.engine, name, version, lane.cursor, max(0, share - len(retries)), partitions
             )
             if fresh:
                 lane.cursor = fresh[-1].row_id
             chosen.extend((lane, event) for event in retries + fresh)
         return chosen[:room]
+
+    def _partitions(self) -> frozenset[int] | None:
+        """This replica's share now; when it changed, every lane reads again from the start,
+        as a partition that came over may hold events older than the cursor."""
+        partitions = self._owned()
+        if partitions != self._share:
+            self._share = partitions
+            for lane in self.lanes.values():
+                lane.cursor = 0
+        return partitions
 
     async def _judge(self, lane: _Lane, event: PendingEvent) -> JudgmentRecord:
         """Never raises: every outcome is a record to store."""

@@ -160,7 +160,14 @@ class Breeder:
             return attempt
         child_scores = await self.evaluator.pay(child, minibatch)
         if len(child_scores) < len(minibatch):
-            attempt.summary += " (not scored: budget spent)"
+            # the next reflection on this parent reads why: a spent budget, or a provider
+            # that failed some evaluations (the text itself may be fine)
+            attempt.summary += (
+                " (not scored: budget spent)"
+                if self.guard.exhausted
+                else f" (not scored: {len(minibatch) - len(child_scores)} of {len(minibatch)} "
+                "minibatch evaluations failed)"
+            )
             return attempt
         attempt.child_score = sum(s.score for s in child_scores.values())
         if not accept(_table(parent_scores), _table(child_scores), self.margin):

@@ -32,6 +32,8 @@ from sidecar.store.tables import Candidate
 log = logging.getLogger(__name__)
 
 METRIC_ROLES = ("task", "judge")
+PAY_ROUNDS = 2
+"""A failed evaluation is asked for in one more round: one retry, after the gateway's own."""
 
 
 class Replayable(Protocol):
@@ -136,7 +138,9 @@ class Evaluator:
         )
 
     async def scores_for(self, candidate: Candidate, events: Sequence[int]) -> dict[int, Scored]:
-        """A pool candidate's evaluations on `events`: cached, or paid for and cached."""
+        """A pool candidate's evaluations on `events`: cached, or paid for and cached. What the
+        provider failed is asked once more (budget allowing) before the candidate is left with
+        partial evidence, which blocks a proposal and, for the champion, every proposal."""
         known = self.scores.setdefault(candidate.version, {})
         missing = [event for event in events if event not in known]
         if missing:
@@ -145,6 +149,9 @@ class Evaluator:
                 cached_evaluations, self.db, [candidate.id], missing, self.key
             )
             self._know(candidate.version, {event: s for (_, event), s in cached.items()})
-            unpaid = [event for event in missing if event not in known]
-            await self.keep(candidate, await self.pay(dict(candidate.components), unpaid))
+            for _ in range(PAY_ROUNDS):
+                unpaid = [event for event in missing if event not in known]
+                if not unpaid or self.guard.exhausted:
+                    break
+                await self.keep(candidate, await self.pay(dict(candidate.components), unpaid))
         return {event: known[event] for event in events if event in known}

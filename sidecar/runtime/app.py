@@ -14,7 +14,7 @@ from sidecar.client.security import kafka_security_options
 from sidecar.errors import ConfigError
 from sidecar.ingest.consumer import TrafficConsumer
 from sidecar.judge.judge import judge_for
-from sidecar.judge.worker import JudgeWorker
+from sidecar.judge.worker import JudgeWorker, every_partition
 from sidecar.llm.gateway import Gateway
 from sidecar.metrics import Metrics
 from sidecar.optimize.evaluation import evaluation_key
@@ -182,7 +182,12 @@ class App:
         log.info("consuming %s", self.settings.traffic_topic)
         # Started last: its thread imports litellm (seconds of CPU under the GIL), which must
         # not delay consuming.
-        self.judge = JudgeWorker(self.engine, self.gateway, self.prompts, self.metrics).start()
+        # Replicas share one PostgreSQL: each judges what it consumes. SQLite has one replica.
+        replicas = self.engine.dialect.name == "postgresql"
+        owned = consumer.owned_partitions if replicas else every_partition
+        self.judge = JudgeWorker(
+            self.engine, self.gateway, self.prompts, self.metrics, owned
+        ).start()
         self.scheduler = JobScheduler(self.engine, self.settings, self.prompts, self.metrics)
         self.scheduler.start()
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -162,10 +162,11 @@ class ShadowPass:
         )
         for candidate in shadowed:
             started = entered.get(candidate.version, aware(candidate.created_at))
-            pairs = await self._collect(candidate, champion, events[candidate.version])
+            offered = events[candidate.version]
+            pairs = await self._collect(candidate, champion, offered)
             if self.guard.interrupted:
                 raise Interrupted(f"a stop ended the pass before v{candidate.version} was decided")
-            outcome = await self._decide(candidate, champion, pairs, started, now)
+            outcome = await self._decide(candidate, champion, pairs, len(offered), started, now)
             report.candidates.append(outcome)
         self._gauge(report)
         report.metric_calls = self.guard.spend.metric_calls
@@ -273,15 +274,31 @@ class ShadowPass:
         candidate: Candidate,
         champion: Candidate,
         pairs: list[Pair],
+        offered: int,
         started: datetime,
         now: datetime,
     ) -> CandidateOutcome:
-        """Ask the gate, then move the candidate (or store its figures so far)."""
+        """Ask the gate, then move the candidate (or store its figures so far). A decision
+        taken while some fresh events have no pair (a replay or verdict failed, or the budget
+        ran out) says so in its reason, and the figures count them."""
         settings = self.settings
         deadline = started + timedelta(hours=settings.shadow_deadline_hours)
         exhausted = len(pairs) >= settings.shadow_max_pairs
         decision = decide(pairs, self.rules, deadline_passed=now >= deadline or exhausted)
-        figures = self._figures(decision, candidate, champion, started, deadline)
+        unpaired = offered - len(pairs)
+        if unpaired and decision.outcome != "wait":
+            reason = (
+                f"{decision.reason}; decided on {len(pairs)} of {offered} fresh events "
+                f"({unpaired} unpaired: a replay or verdict failed, or the budget ran out)"
+            )
+            decision = replace(
+                decision, reason=reason, figures={**decision.figures, "reason": reason}
+            )
+        figures = {
+            **self._figures(decision, candidate, champion, started, deadline),
+            "events": offered,
+            "unpaired": unpaired,
+        }
         after = await self._apply(candidate, decision, figures, now)
         outcome = CandidateOutcome(
             version=candidate.version,

@@ -13,10 +13,11 @@ litellm reaches it exactly as it would a real provider (`openai/<any model>` wit
   answers `position_bias` when that is set (to show why both orders are asked);
 - anything else to `world.task` with the system message and the last message.
 
-Faults on demand keep every test reproducible: `fault_rate` injects `fault_kinds` (429, 500,
-hang, text) chosen by a seeded RNG, `script` forces the kinds of the next requests in order, and
-`stalls` makes every request of a kind (reflection, judge, pairwise, task) after the first N
-hang (a provider that stops answering mid-run).
+Faults on demand keep every test reproducible: `fault_rate` injects `fault_kinds` (429; 429ra,
+a 429 with a `Retry-After: <retry_after>` header; 500; hang; text) chosen by a seeded RNG,
+`script` forces the kinds of the next requests in order, and `stalls` makes every request of a
+kind (reflection, judge, pairwise, task) after the first N hang (a provider that stops
+answering mid-run).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from sidecar.errors import ConfigError
 from sidecar.runtime.http import HttpServer
 from sidecar.simulated.world import REFLECTION_MARKERS, World
 
-FAULT_KINDS = ("429", "500", "hang", "text")
+FAULT_KINDS = ("429", "429ra", "500", "hang", "text")
 HOST = "127.0.0.1"
 _CHANGE_LINE = re.compile(r"change:\s*(.*)", re.I)
 _BLOCK = re.compile(r"```[^\n]*\n(.*)\n```", re.S)
@@ -68,7 +69,8 @@ def _input_values(text: str) -> str:
 
 class LlmServer:
     """Start with `start()` (or `with`); point litellm at `api_base`. The fault attributes may
-    change between calls; `requests`, `bodies` and `authorizations` record what arrived."""
+    change between calls; `requests`, `bodies`, `authorizations` and `arrivals` (monotonic
+    seconds) record what arrived."""
 
     def __init__(
         self, world: World, *, latency_s: float = 0.0, seed: int = 7, port: int = 0
@@ -80,6 +82,7 @@ class LlmServer:
         self.script: list[str] = []
         self.stalls: dict[str, int] = {}
         self.hang_s = 30.0
+        self.retry_after = "1"
         self.position_bias: str | None = None
         self.refuse_response_format = False
         self.inflight = 0
@@ -88,6 +91,7 @@ class LlmServer:
         self.kinds: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []
+        self.arrivals: list[float] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._released = threading.Event()
@@ -140,6 +144,7 @@ class LlmServer:
                 self.requests[fault or "ok"] += 1
                 self.bodies.append(body)
                 self.authorizations.append(request.headers.get("authorization"))
+                self.arrivals.append(time.monotonic())
                 self.inflight += 1
                 self.max_inflight = max(self.max_inflight, self.inflight)
             try:
@@ -155,6 +160,10 @@ class LlmServer:
             await asyncio.sleep(self.latency_s)
         if fault == "429":
             return _error(429, "rate_limit_exceeded", "Rate limit reached, slow down")
+        if fault == "429ra":
+            response = _error(429, "rate_limit_exceeded", "Rate limit reached, retry later")
+            response.headers["Retry-After"] = self.retry_after
+            return response
         if fault == "500":
             return _error(500, "server_error", "The server had an error")
         if fault == "hang":

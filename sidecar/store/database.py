@@ -8,12 +8,15 @@ from typing import Any, overload
 from alembic import command
 from alembic.config import Config
 from pydantic_core import to_json
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sidecar.errors import StoreError
 
 MIGRATIONS = "sidecar.store:migrations"
+MIGRATION_LOCK = 0x6E7A_5ED9
+"""PostgreSQL advisory lock held by the replica that migrates; the others wait, then find the
+schema at head (the leadership locks in sidecar/store/leadership.py are its neighbours)."""
 
 
 def create_database_engine(url: str) -> Engine:
@@ -50,10 +53,20 @@ def migrate(engine: Engine) -> None:
     config.set_main_option("script_location", MIGRATIONS)
     try:
         with engine.begin() as connection:
+            _exclusive(connection)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
         raise StoreError(f"database migration failed: {first_line(exc)}") from exc
+
+
+def _exclusive(connection: Connection) -> None:
+    """One migrating replica at a time: a second one waits here until the first has committed,
+    then reads the new head, instead of creating the same tables again and failing."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, waited for (30 s)
 
 
 def ping(engine: Engine) -> bool:

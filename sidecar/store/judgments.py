@@ -53,9 +53,15 @@ _PENDING_COLUMNS = (
 
 
 def unjudged_events(
-    engine: Engine, prompt_name: str, judge_version: str, after_id: int, limit: int
+    engine: Engine,
+    prompt_name: str,
+    judge_version: str,
+    after_id: int,
+    limit: int,
+    partitions: Collection[int] | None = None,
 ) -> list[PendingEvent]:
-    """Events of a prompt with no judgment yet under this judge version, oldest first."""
+    """Events of a prompt with no judgment yet under this judge version, oldest first; only
+    those consumed from `partitions` when given (a replica's share)."""
     judged = (
         select(Judgment.id)
         .where(Judgment.event_row_id == Event.id, Judgment.judge_version == judge_version)
@@ -67,6 +73,8 @@ def unjudged_events(
         .order_by(Event.id)  # type: ignore[arg-type]
         .limit(limit)
     )
+    if partitions is not None:
+        query = query.where(Event.source_partition.in_(partitions))  # type: ignore[attr-defined]
     with transaction(engine) as connection:
         return [PendingEvent(*row) for row in connection.execute(query)]
 
@@ -78,8 +86,9 @@ def due_judgment_retries(
     now: datetime,
     limit: int,
     exclude: Collection[int] = (),
+    partitions: Collection[int] | None = None,
 ) -> list[PendingEvent]:
-    """Events whose judgment failed and whose retry time has come."""
+    """Events whose judgment failed and whose retry time has come (of `partitions`, if given)."""
     query = (
         select(*_PENDING_COLUMNS, Judgment.attempts)
         .join(Judgment, Judgment.event_row_id == Event.id)  # type: ignore[arg-type]
@@ -92,6 +101,8 @@ def due_judgment_retries(
         .order_by(Judgment.next_attempt_at)  # type: ignore[arg-type]
         .limit(limit + len(exclude))
     )
+    if partitions is not None:
+        query = query.where(Event.source_partition.in_(partitions))  # type: ignore[attr-defined]
     with transaction(engine) as connection:
         rows = [PendingEvent(*row) for row in connection.execute(query)]
     return [row for row in rows if row.row_id not in exclude][:limit]

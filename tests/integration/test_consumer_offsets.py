@@ -8,17 +8,27 @@ import os
 import random
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
+from kafka import KafkaAdminClient, TopicPartition
 from sqlalchemy import Engine
 
-from sidecar.ingest.consumer import TrafficConsumer
+from sidecar.ingest.consumer import TrafficConsumer, _Rebalance
 from sidecar.metrics import PREFIX, Metrics
 from sidecar.store.repository import stored_event_ids
 from tests.conftest import Topics
-from tests.helpers import encode, make_event, produce, scaled, sidecar_settings, wait_until
+from tests.helpers import (
+    encode,
+    make_event,
+    metric_value,
+    produce,
+    scaled,
+    sidecar_settings,
+    wait_until,
+)
+from tests.integration.test_crash import committed, writes_blocked
 
 NAME = "customer-care"
 LAG = PREFIX + "consumer_lag_records"
@@ -122,3 +132,88 @@ def test_a_consumer_connected_but_never_run_lets_go_of_its_sockets_on_close(
     assert open_sockets() > before
     consumer.close()
     assert open_sockets() == before
+
+
+def test_records_in_flight_at_a_revoke_are_neither_lost_nor_committed_before_stored(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str, engine: Engine
+) -> None:
+    """The first member holds fetched records its writer cannot store (the database is
+    locked) when a second member joins: its revoke drains what it can and commits only what is
+    stored; once the lock goes every record is stored once, by one member or the other."""
+    before = send(kafka_bootstrap, topics.traffic, seed=5, count=20)
+    settings = sidecar_settings(
+        kafka_bootstrap, topics, sqlite_url, ingest_batch_size=5, ingest_queue_batches=1
+    )
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        with consuming(settings) as (_, first_metrics), ExitStack() as lock:
+            wait_until(lambda: committed(admin, topics.group) == 20, 60, "the first 20 committed")
+            lock.enter_context(writes_blocked(sqlite_url, engine))
+            everything = before | send(kafka_bootstrap, topics.traffic, seed=6, count=30)
+            wait_until(lambda: metric_value(first_metrics, "ingest_paused") == 1, 60, "a stall")
+            with consuming(settings) as (_, second_metrics):
+
+                def split() -> bool:
+                    mine = lag_partitions(first_metrics, topics.traffic)
+                    theirs = lag_partitions(second_metrics, topics.traffic)
+                    return len(mine) == len(theirs) == 1 and mine | theirs == {0, 1}
+
+                wait_until(split, 120, "the revoke and the new assignment")
+                assert len(stored_event_ids(engine)) == 20
+                assert committed(admin, topics.group) == 20  # nothing unstored is committed
+                lock.close()
+                wait_until(lambda: set(stored_event_ids(engine)) == everything, 60, "all stored")
+                wait_until(lambda: committed(admin, topics.group) == 50, 60, "all committed")
+    finally:
+        admin.close()
+    ids = stored_event_ids(engine)
+    assert len(ids) == len(set(ids)) == 50
+
+
+def test_a_lost_membership_forgets_uncommitted_offsets_without_committing(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+) -> None:
+    """Found by R3 (a restarted broker forgets the group): kafka-python reports the eviction
+    through on_partitions_lost on its IO thread, where the revoke path's blocking commit raised
+    and ended the sidecar. Lost partitions are given up without a commit: redelivered later."""
+    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url)
+    consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
+    partition = TopicPartition(topics.traffic, 0)
+    consumer._consumer.assign([partition])  # owned: the revoke path would commit its offset
+    consumer._uncommitted = {(topics.traffic, 0): 5}
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        _Rebalance(consumer).on_partitions_lost({partition})
+        assert consumer._uncommitted == {}
+        committed = admin.list_group_offsets(topics.group).get(topics.group, {})
+        assert all(meta.offset < 0 for meta in committed.values()), committed
+    finally:
+        admin.close()
+        consumer.close()
+
+
+def test_a_revoke_on_kafka_pythons_io_thread_forgets_uncommitted_offsets_without_committing(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+) -> None:
+    """Found by R2 (a restart after kill -9: the dead member's session expires and the group
+    rebalances): kafka-python calls on_partitions_revoked on its IO thread, where the drain's
+    blocking commit raised and ended the sidecar. The revoke now commits nothing: what was
+    stored and not yet committed is redelivered to the next owner and stored once."""
+    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url)
+    consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
+    partition = TopicPartition(topics.traffic, 0)
+    consumer._consumer.assign([partition])  # owned: a commit of its offset would be attempted
+    consumer._uncommitted = {(topics.traffic, 0): 5}
+
+    async def revoke_where_kafka_python_does() -> None:
+        _Rebalance(consumer).on_partitions_revoked({partition})
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        consumer._consumer._coordinator._net.run(revoke_where_kafka_python_does)
+        assert consumer._uncommitted == {}
+        committed = admin.list_group_offsets(topics.group).get(topics.group, {})
+        assert all(meta.offset < 0 for meta in committed.values()), committed
+    finally:
+        admin.close()
+        consumer.close()

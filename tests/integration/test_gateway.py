@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -10,8 +11,9 @@ import pytest
 from sidecar.errors import LlmError
 from sidecar.llm.gateway import Gateway
 from sidecar.metrics import Metrics
+from sidecar.runtime.broker import free_port
 from sidecar.settings import load_settings
-from tests.helpers import metric_value
+from tests.helpers import metric_value, scaled, wait_until
 from tests.llm_server import LlmServer
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -125,3 +127,55 @@ def test_sampling_settings_reach_the_provider(llm_server: LlmServer) -> None:
     client = gateway(llm_server)
     asyncio.run(client.complete("task", HELLO, temperature=0.7, max_tokens=50))
     assert (llm_server.bodies[-1]["temperature"], llm_server.bodies[-1]["max_tokens"]) == (0.7, 50)
+
+
+def test_a_retry_after_is_waited_for_up_to_the_backoff_cap(llm_server: LlmServer) -> None:
+    llm_server.retry_after = "0.3"
+    llm_server.script = ["429ra"]
+    client = gateway(llm_server, llm_backoff_base_s=0.001, llm_backoff_cap_s=2.0)
+    assert asyncio.run(client.complete("task", HELLO)).attempts == 2
+    assert llm_server.arrivals[1] - llm_server.arrivals[0] >= 0.3  # not the ~1 ms backoff
+    llm_server.retry_after = "600"  # a provider asking for more than the cap gets the cap
+    llm_server.script = ["429ra"]
+    assert asyncio.run(client.complete("task", HELLO)).text == REPLY
+    assert llm_server.arrivals[3] - llm_server.arrivals[2] < 600
+    assert llm_server.requests == {"429ra": 2, "ok": 2}
+
+
+def calls(metrics: Metrics, role: str = "task") -> float:
+    return metric_value(metrics, "llm_request_duration_seconds_count", role=role)
+
+
+def test_a_refused_connection_is_retried_and_then_raised(llm_server: LlmServer) -> None:
+    metrics = Metrics(managed=())
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"
+    client = gateway(llm_server, metrics, task_api_base=nowhere, llm_max_retries=2)
+    with pytest.raises(LlmError, match="Connection error") as raised:
+        asyncio.run(client.complete("task", HELLO))
+    assert raised.value.retryable
+    assert calls(metrics) == 3
+    assert sum(llm_server.requests.values()) == 0
+
+
+def test_a_provider_that_comes_up_during_the_retries_answers(llm_server: LlmServer) -> None:
+    metrics = Metrics(managed=())
+    port = free_port()
+    late = LlmServer(port=port)
+    late_base = f"http://127.0.0.1:{port}/v1"
+    client = gateway(
+        llm_server, metrics, task_api_base=late_base, llm_max_retries=10, llm_backoff_base_s=0.1
+    )
+    answers: list[str] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(asyncio.run(client.complete("task", HELLO)).text)
+    )
+    caller.start()
+    try:
+        wait_until(lambda: calls(metrics) >= 1, 30, "a refused attempt")
+        late.start()
+        caller.join(scaled(30))
+    finally:
+        late.stop()
+    assert answers == [REPLY]
+    assert calls(metrics) >= 2
+    assert late.requests == {"ok": 1}

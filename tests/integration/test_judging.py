@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from sidecar.events import ConsumedEvent
 from sidecar.judge.judge import Judge
@@ -255,7 +255,7 @@ def test_the_app_judges_what_it_consumes(
     thread = threading.Thread(target=app.run, name="app-under-test", daemon=True)
     thread.start()
     try:
-        wait_until(lambda: app.http is not None, 30, "the HTTP server")
+        wait_until(lambda: app.judge is not None, 60, "the store ready and the workers started")
         assert app.http is not None
         rng = random.Random(30)
         events = [make_event(rng, output=REPLIES[i % 3]) for i in range(12)]
@@ -276,3 +276,88 @@ def test_the_app_judges_what_it_consumes(
         app.stop()
         thread.join(scaled(30))
     assert not thread.is_alive()
+
+
+def judgments_table(engine: Engine, name_from: str, name_to: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(f"ALTER TABLE {name_from} RENAME TO {name_to}"))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_database_outage_keeps_the_verdicts_until_they_can_be_stored(
+    engine: Engine,
+    llm_server: LlmServer,
+    run_worker: Callable[..., JudgeWorker],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store(engine, 6)
+    llm_server.latency_s = 0.3
+    worker = run_worker(engine, judge_settings(llm_server), prompts(), Metrics(["customer-care"]))
+    wait_until(lambda: llm_server.max_inflight >= 1, 30, "judge calls in flight")
+    judgments_table(engine, "judgments", "judgments_away")  # reads and writes fail now
+    try:
+        wait_until(lambda: "cannot store" in caplog.text, 30, "a failed write")
+        wait_until(lambda: "cannot read events to judge" in caplog.text, 30, "a failed read")
+        assert worker.alive and worker.failed is None
+    finally:
+        judgments_table(engine, "judgments_away", "judgments")
+    wait_until(lambda: len(judged(engine)) == 6, 60, "all 6 judged once the database is back")
+    assert len(judgments_for(engine)) == 6
+    assert llm_server.requests["ok"] == 6  # the verdicts were kept, not paid for again
+    assert worker.alive and worker.failed is None
+
+
+# --- replicas sharing the work by partition ----------------------------------------------------
+
+
+def store_on_partitions(engine: Engine, n: int, seed: int) -> None:
+    """n events consumed alternately from partitions 0 and 1."""
+    rng = random.Random(seed)
+    batch = [
+        ConsumedEvent(item.event.model_copy(update={"output": REPLIES[i % 3]}), i % 2, i)
+        for i, item in enumerate(consumed(rng, n))
+    ]
+    store_events(engine, batch, {}, NOW)
+
+
+def test_replicas_each_judge_the_events_of_their_partitions_once(
+    engine: Engine, llm_server: LlmServer
+) -> None:
+    store_on_partitions(engine, 40, seed=40)
+    settings = judge_settings(llm_server)
+    shares = [Metrics(["customer-care"]), Metrics(["customer-care"])]
+    workers = [
+        JudgeWorker(
+            engine, Gateway(settings, metrics), prompts(), metrics, lambda p=p: frozenset({p})
+        )
+        for p, metrics in enumerate(shares)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_until(lambda: len(judged(engine)) == 40, 60, "40 judged")
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert llm_server.requests["ok"] == 40  # none twice
+    assert [metric_value(m, "judge_requests_total", outcome="ok") for m in shares] == [20, 20]
+
+
+def test_a_partition_that_moves_over_is_judged_from_its_oldest_event(
+    engine: Engine, llm_server: LlmServer
+) -> None:
+    """The replica that owned partition 0 died before judging it; the survivor's cursor is
+    already past those events when the partition comes over."""
+    store_on_partitions(engine, 40, seed=41)
+    owned = [frozenset({1})]
+    settings = judge_settings(llm_server)
+    metrics = Metrics(["customer-care"])
+    worker = JudgeWorker(engine, Gateway(settings, metrics), prompts(), metrics, lambda: owned[0])
+    worker.start()
+    try:
+        wait_until(lambda: len(judged(engine)) == 20, 60, "partition 1 judged")
+        owned[0] = frozenset({0, 1})
+        wait_until(lambda: len(judged(engine)) == 40, 60, "partition 0 judged too")
+    finally:
+        worker.stop()
+    assert llm_server.requests["ok"] == 40

@@ -17,9 +17,9 @@ from sidecar.settings import PromptsConfig
 from sidecar.store.candidates import candidates_of, insert_candidate, mark_proposed
 from sidecar.store.leadership import OPTIMIZER_LOCK, SHADOW_LOCK
 from sidecar.store.repository import seed_prompt, transaction
-from sidecar.store.tables import OptimizationRun
+from sidecar.store.tables import MutationAttempt, OptimizationRun
 from tests.helpers import metric_value, wait_until
-from tests.llm_server import LlmServer
+from tests.llm_server import LlmServer, SimpleWorld
 from tests.world import SEED, SPEC, live_traffic, seed_world, world_settings
 
 
@@ -184,3 +184,73 @@ def test_a_failed_shadow_pass_is_counted_not_raised(
     assert metric_value(metrics, "shadow_passes_total", outcome="failed") == 1
     assert metric_value(metrics, "shadow_passes_total", outcome="finished") == 0
     assert metric_value(metrics, "candidates", prompt=SPEC.name, status="shadow") == 1
+
+
+def test_a_run_that_fails_is_recorded_and_counted_and_the_next_turn_runs(
+    world: Engine, llm_server: LlmServer
+) -> None:
+    metrics = Metrics([SPEC.name])
+    settings = world_settings(llm_server.api_base, optimize_patience=2)
+    scheduler = JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics)
+    with transaction(world) as connection:  # the store fails the run's first cached evaluation
+        connection.execute(text("ALTER TABLE evaluations RENAME TO evaluations_away"))
+    scheduler.run_once()  # does not raise
+    [failed] = runs(world)
+    assert failed.status == "failed" and failed.finished_at is not None
+    assert "database error" in (failed.error or "")
+    assert metric_value(metrics, "optimization_runs_total", outcome="failed") == 1
+    with transaction(world) as connection:
+        connection.execute(text("ALTER TABLE evaluations_away RENAME TO evaluations"))
+    scheduler.run_once()
+    assert [r.status for r in runs(world)] == ["failed", "finished"]
+    assert metric_value(metrics, "optimization_runs_total", outcome="finished") == 1
+    assert metric_value(metrics, "candidates", prompt=SPEC.name, status="active") == 1
+
+
+class StallsAfterReflection(SimpleWorld):
+    """The task model stops answering once the first reflection is asked: the first child's
+    minibatch replays all fail, through no fault of its text."""
+
+    def __init__(self) -> None:
+        self.server: LlmServer | None = None
+
+    def reflect(self, prompt: str) -> str:
+        assert self.server is not None
+        self.server.stalls.setdefault("task", self.server.kinds["task"])
+        return super().reflect(prompt)
+
+
+def test_a_child_the_provider_failed_to_score_says_so_not_budget_spent(
+    sqlite_url: str, migrated_engine: Callable[[str], Engine]
+) -> None:
+    world = StallsAfterReflection()
+    with LlmServer(world=world) as server:
+        world.server, server.hang_s = server, 2.0
+        engine = seed_world(migrated_engine(sqlite_url), server, 12)
+        settings = world_settings(
+            server.api_base, llm_timeout_s=0.3, llm_max_retries=0, optimize_patience=2
+        )
+        metrics = Metrics([SPEC.name])
+        JobScheduler(engine, settings, PromptsConfig(prompts=[SPEC]), metrics).run_once()
+    [run] = runs(engine)
+    assert (run.status, run.metric_calls < settings.run_max_metric_calls) == ("finished", True)
+    with transaction(engine) as connection:
+        [row] = connection.execute(select(MutationAttempt)).all()
+    attempt = MutationAttempt.model_validate(row._mapping)
+    assert attempt.outcome == "failed"
+    size = settings.optimize_minibatch_size
+    assert attempt.summary.endswith(f"(not scored: {size} of {size} minibatch evaluations failed)")
+
+
+def test_a_replay_the_provider_failed_is_asked_once_more(
+    world: Engine, llm_server: LlmServer
+) -> None:
+    better = shadowed_world(world, llm_server)
+    llm_server.script = ["500", "500"]  # the champion's first two replays, with no retry left
+    settings = world_settings(llm_server.api_base, llm_max_retries=0, shadow_min_pairs=10)
+    metrics = Metrics([SPEC.name])
+    JobScheduler(world, settings, PromptsConfig(prompts=[SPEC]), metrics).shadow_once()
+    assert llm_server.requests["500"] == 2
+    figures = (candidates_of(world, SPEC.name)[better].evidence or {})["shadow"]
+    assert (figures["n"], figures["events"], figures["unpaired"]) == (12, 12, 0)
+    assert status_of(world, better) == "awaiting_approval"

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, text
 from sqlmodel import Session, SQLModel, select
 
 from sidecar.errors import StoreError
 from sidecar.events import ConsumedEvent, components_sha256
 from sidecar.store import repository
-from sidecar.store.database import create_database_engine, migrate, ping
+from sidecar.store.database import MIGRATIONS, create_database_engine, migrate, ping
 from sidecar.store.repository import (
     count_stored_events,
     ingest_totals,
@@ -25,8 +30,8 @@ from sidecar.store.repository import (
     store_events,
     stored_event_ids,
 )
-from sidecar.store.tables import AuditEntry, Candidate, Event
-from tests.helpers import consumed
+from sidecar.store.tables import AuditEntry, Candidate, Event, Judgment
+from tests.helpers import consumed, scaled
 
 NOW = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
 UNREACHABLE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2"
@@ -293,3 +298,95 @@ def test_timestamps_with_an_offset_keep_their_instant(migrated: Engine) -> None:
     with Session(migrated) as session:
         row = session.exec(select(Event)).one()
     assert as_utc(row.timestamp) == datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+# --- replicas and upgrades ---------------------------------------------------------------------
+
+
+MIGRATING_REPLICA = """
+import sys
+from sidecar.store.database import create_database_engine, migrate
+engine = create_database_engine(sys.argv[1])
+sys.stdin.readline()  # both replicas are up: migrate together
+migrate(engine)
+"""
+
+
+def test_two_replicas_migrating_a_fresh_database_at_once_both_succeed(
+    database_url: str, engine: Engine
+) -> None:
+    """Two replicas of a new deployment start together: both migrate, neither fails on the
+    other's half-made schema, and the schema is at head once. Processes, as replicas are
+    (alembic's `op` and `context` are per process, not per thread)."""
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATING_REPLICA, database_url],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for replica in replicas:
+        assert replica.stdin is not None
+        replica.stdin.write(b"go\n")
+    for replica in replicas:
+        assert replica.stdin is not None
+        replica.stdin.flush()
+    outcomes = [replica.communicate(timeout=scaled(60)) for replica in replicas]
+    assert [replica.returncode for replica in replicas] == [0, 0], outcomes
+    with engine.connect() as connection:
+        heads = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert [found for (found,) in heads] == [head]
+    assert differences == []
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    return config
+
+
+def upgrade_to(engine: Engine, revision: str) -> None:
+    """The schema as an older release left it."""
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def test_upgrading_a_first_release_database_keeps_its_rows(engine: Engine) -> None:
+    """A database the first release (revision 0001) filled: events, counts, a judgment and the
+    seed's audit row survive the upgrade to head and read through today's models."""
+    upgrade_to(engine, "0001")
+    events = consumed(random.Random(21), 5)
+    store_events(engine, events, {("customer-care", "invalid"): 2}, NOW)
+    with engine.begin() as connection:
+        first = connection.execute(text("SELECT min(id) FROM events")).scalar_one()
+        connection.execute(
+            text(
+                "INSERT INTO judgments (event_row_id, prompt_name, prompt_version, judge_version,"
+                " status, score, feedback, attempts, created_at)"
+                " VALUES (:event, 'customer-care', 1, 'judge-v1', 'ok', 0.75, 'Fine.', 1, :at)"
+            ),
+            {"event": first, "at": NOW},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO audit_log (prompt_name, version, from_status, to_status, actor, at)"
+                " VALUES ('customer-care', 1, NULL, 'active', 'config', :at)"
+            ),
+            {"at": NOW},
+        )
+    migrate(engine)
+    assert sorted(stored_event_ids(engine)) == sorted(str(e.event.event_id) for e in events)
+    assert ingest_totals(engine)["invalid"] == 2
+    with Session(engine) as session:
+        judgment = session.exec(select(Judgment)).one()
+        audit = session.exec(select(AuditEntry)).one()
+    assert (judgment.event_row_id, judgment.score, judgment.feedback) == (first, 0.75, "Fine.")
+    assert judgment.next_attempt_at is None
+    assert (audit.action, audit.to_status, as_utc(audit.at)) == ("seed", "active", NOW)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []

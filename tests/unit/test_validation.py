@@ -296,6 +296,37 @@ def test_valid_prompt_name_is_the_hint(name: str) -> None:
     assert result.prompt_hint == name
 
 
+@pytest.mark.parametrize(
+    ("changes", "reason", "where"),
+    [
+        ({"prompt_version": 2**31}, "wrong_type", "prompt_version"),
+        ({"prompt_version": 10**30}, "wrong_type", "prompt_version"),
+        ({"timestamp": "0001-01-01T00:00:00+14:00"}, "wrong_type", "timestamp"),
+        ({"timestamp": "9999-12-31T23:59:59-01:00"}, "wrong_type", "timestamp"),
+        ({"output": "a\x00b"}, "wrong_type", "output"),
+        ({"inputs": {"q\x00": "x"}}, "wrong_type", "inputs"),
+        ({"trace": {"steps": [{"text": "\x00"}]}}, "wrong_type", "trace"),
+        ({"metadata": {"score": float("nan")}}, "not_json", "metadata"),
+        ({"trace": {"latency": [float("inf")]}}, "not_json", "trace"),
+    ],
+)
+def test_values_a_database_refuses_are_rejected(
+    changes: dict[str, Any], reason: Reason, where: str
+) -> None:
+    """Found by the R1 fuzzing: accepted, these failed every store of their batch (PostgreSQL
+    has no NUL in text or jsonb, no NaN in jsonb, a 32-bit INTEGER; SQLite a 64-bit one; a
+    time past year 9999 in UTC overflows either)."""
+    result = reject(json.dumps(event(**changes)).encode())
+    assert (result.reason, result.prompt_hint) == (reason, PROMPT)
+    assert result.detail.startswith(f"{where}:")
+
+
+def test_the_largest_storable_version_and_big_metadata_numbers_are_valid() -> None:
+    edges = {"prompt_version": 2**31 - 1, "metadata": {"n": 10**40}}
+    result = parse_event(encode(event(**edges, timestamp="9999-12-31T23:59:59+14:00")))
+    assert isinstance(result, TrafficEvent)
+
+
 def test_prompt_hint_is_read_even_when_other_fields_are_wrong() -> None:
     result = reject(encode({"prompt_name": "billing-bot", "output": 1}))
     assert result.prompt_hint == "billing-bot"
