@@ -31,6 +31,7 @@ from sidecar.judge.judge import Judge
 from sidecar.judge.rubric import JUDGMENT_SCHEMA, score_messages
 from sidecar.judge.worker import JudgeWorker
 from sidecar.llm.gateway import Gateway, load_litellm
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
 from sidecar.settings import JudgeBlock, PromptsConfig, PromptSpec, load_settings
 from sidecar.store.database import create_database_engine, migrate
@@ -66,9 +67,9 @@ def direct(settings: object, n: int) -> tuple[float, float]:
         await asyncio.gather(*(judge.score(inputs, f"Reply {i}: it ships.") for i in range(count)))
         return time.perf_counter() - started
 
-    asyncio.run(many(64))  # warm: connections, litellm's lazy imports
+    run_with_models(many(64))  # warm: connections, litellm's lazy imports
     cpu_before = cpu_s()
-    elapsed = asyncio.run(many(n))
+    elapsed = run_with_models(many(n))
     return n / elapsed, (cpu_s() - cpu_before) * 1000 / n
 
 
@@ -97,8 +98,8 @@ def raw_litellm(api_base: str, n: int, concurrency: int) -> float:
         await asyncio.gather(*(one() for _ in range(count)))
         return time.perf_counter() - started
 
-    asyncio.run(many(64))
-    return n / asyncio.run(many(n))
+    run_with_models(many(64))
+    return n / run_with_models(many(n))
 
 
 def through_worker(settings: object, n: int, directory: Path) -> float:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from sidecar.judge.judge import Judge, judge_for
 from sidecar.llm.gateway import Gateway, load_litellm
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.optimize.engine import OptimizationRun
 from sidecar.optimize.task import render_task
 from sidecar.store.candidates import candidates_of
@@ -96,7 +97,7 @@ class OursInWorld:
     def _run(self, db: Engine, budget: int) -> Outcome:
         settings = self.settings.model_copy(update={"run_max_metric_calls": budget})
         run = OptimizationRun(db, settings, HARD_SPEC, seed=self.seed)
-        report = asyncio.run(run.execute())
+        report = run_with_models(run.execute())
         best = candidates_of(db, HARD_SPEC.name)[report.best_version].components
         notes = {
             key: getattr(report, key, None)
@@ -126,7 +127,7 @@ def _evaluate_all(
     async def run_all() -> list[tuple[str, float, str]]:
         return list(await asyncio.gather(*(one(item) for item in batch)))
 
-    return asyncio.run(run_all())
+    return run_with_models(run_all())
 
 
 class WorldAdapter:

@@ -31,18 +31,17 @@ def judge_eval(
     json_output: JsonFlag = False,
 ) -> None:
     """How well the judge agrees with human labels: accuracy, Cohen's kappa, confusion matrix."""
-    import asyncio
-
     from sidecar.judge.agreement import agreement, read_labels
     from sidecar.judge.judge import judge_for, score_all
     from sidecar.llm.gateway import Gateway
+    from sidecar.llm.loop_clients import run_with_models
 
     settings = load_settings()
     spec = prompt_spec(settings, prompt)
     name = spec.name if spec else None
     examples = read_labels(labels)
     judge = judge_for(Gateway(settings), spec)
-    verdicts = asyncio.run(score_all(judge, [(e.inputs, e.output, e.trace) for e in examples]))
+    verdicts = run_with_models(score_all(judge, [(e.inputs, e.output, e.trace) for e in examples]))
     result = agreement(
         [example.label for example in examples],
         [verdict.score if verdict is not None else None for verdict in verdicts],

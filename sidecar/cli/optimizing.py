@@ -21,8 +21,7 @@ def register(cli: typer.Typer) -> None:
 
 def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
     """One GEPA run now over the prompt's recent judged traffic, within the run budget."""
-    import asyncio
-
+    from sidecar.llm.loop_clients import run_with_models
     from sidecar.optimize.engine import OptimizationRun, RunReport
 
     settings = load_settings()
@@ -44,7 +43,7 @@ def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None
             report = run_with_progress_bar(run, settings.run_max_metric_calls)
         else:  # logs (a pod, CI): one line per iteration
             run.progress = line
-            report = asyncio.run(run.execute())
+            report = run_with_models(run.execute())
     finally:
         engine.dispose()
     if json_output:
@@ -68,8 +67,7 @@ def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None
 def shadow(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
     """One shadow pass now: candidates and the champion replayed on traffic the candidates'
     runs never saw, paired, and the gate's decision for each."""
-    import asyncio
-
+    from sidecar.llm.loop_clients import run_with_models
     from sidecar.shadow.runner import ShadowPass
 
     settings = load_settings()
@@ -77,7 +75,7 @@ def shadow(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
     configure_logging()
     engine = database(settings)
     try:
-        report = asyncio.run(ShadowPass(engine, settings, spec).execute())
+        report = run_with_models(ShadowPass(engine, settings, spec).execute())
     finally:
         engine.dispose()
     if json_output:

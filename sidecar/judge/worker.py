@@ -28,6 +28,7 @@ from sidecar.errors import LlmError, StoreError
 from sidecar.judge.judge import Judge, judge_for
 from sidecar.judge.verdict import InvalidReply
 from sidecar.llm.gateway import Gateway, load_litellm
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
 from sidecar.settings import PromptsConfig
 from sidecar.store.judgments import (
@@ -118,7 +119,7 @@ class JudgeWorker:
 
     def _main(self) -> None:
         try:
-            asyncio.run(self._run())
+            run_with_models(self._run())
         except BaseException as exc:
             self.failed = exc
             log.exception("judge worker stopped on an unexpected error")

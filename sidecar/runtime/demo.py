@@ -9,7 +9,6 @@ keeps serving until Ctrl-C, so the person can roll back over HTTP or the CLI.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 
 from sidecar.errors import SidecarError
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.optimize.engine import OptimizationRun, RunReport
 from sidecar.optimize.lineage import component_diff
 from sidecar.runtime.app import App
@@ -181,7 +181,7 @@ def _improve(demo: Demo, traffic: int) -> int | None:
         report = run_with_progress_bar(run, demo.settings.run_max_metric_calls, stderr=False)
     else:  # a log or a pipe: one line per iteration
         run.progress = _progress(demo)
-        report = asyncio.run(run.execute())
+        report = run_with_models(run.execute())
     demo.echo(
         f"            {report.iterations} iterations, {report.metric_calls} metric calls; champion "
         f"v{report.champion_version} {report.champion_score:.2f}, best v{report.best_version} "
@@ -197,7 +197,7 @@ def _improve(demo: Demo, traffic: int) -> int | None:
     for line in component_diff(versions[report.champion_version], versions[best]).splitlines():
         demo.echo(f"  {line}")
     _converse(demo, traffic, "fresh traffic for the shadow pass")
-    shadow = asyncio.run(
+    shadow = run_with_models(
         ShadowPass(demo.app.engine, demo.settings, demo.spec, demo.app.metrics).execute()
     )
     for outcome in shadow.candidates:

@@ -8,10 +8,10 @@ from typing import Any
 def run_with_progress_bar(run: Any, budget_calls: int, stderr: bool = True) -> Any:
     """Run with a live bar (stderr, or stdout for the demo's screen): metric calls against the
     budget, spend, best version, frontier."""
-    import asyncio
-
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from sidecar.llm.loop_clients import run_with_models
 
     columns = (
         TextColumn("optimizing"),
@@ -33,4 +33,4 @@ def run_with_progress_bar(run: Any, budget_calls: int, stderr: bool = True) -> A
             )
 
         run.progress = update
-        return asyncio.run(run.execute())
+        return run_with_models(run.execute())

@@ -13,7 +13,6 @@ what it paid for stays cached) and waits for it at most `timeout` seconds.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
 from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
 from sidecar.optimize.interrupt import Interrupt, Interrupted
@@ -122,7 +122,7 @@ class JobScheduler:
     def _run(self, spec: PromptSpec) -> None:
         run = OptimizationRun(self.engine, self.settings, spec, interrupt=self._interrupt)
         try:
-            report = asyncio.run(run.execute())
+            report = run_with_models(run.execute())
         except NotEnoughTraffic as exc:
             self.metrics.optimization_runs.labels("skipped").inc()
             log.info("optimize skipped: %s", exc)
@@ -170,7 +170,7 @@ class JobScheduler:
             self.engine, self.settings, spec, self.metrics, interrupt=self._interrupt
         )
         try:
-            report = asyncio.run(shadow.execute())
+            report = run_with_models(shadow.execute())
         except Interrupted as exc:
             self.metrics.shadow_passes.labels("interrupted").inc()
             log.info("shadow pass for %s interrupted: %s", spec.name, exc)

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import litellm
 import pytest
 from sqlalchemy import Engine, select
 
@@ -30,6 +29,7 @@ from sidecar.errors import ConfigError
 from sidecar.events import ConsumedEvent
 from sidecar.judge.judge import Judge, judge_for
 from sidecar.llm.gateway import Gateway
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.optimize.budget import Budget
 from sidecar.optimize.engine import OptimizationRun
 from sidecar.optimize.reflection import Proposer, ReflectionExample
@@ -157,9 +157,9 @@ def test_the_seed_scores_zero_and_all_five_facts_score_one_on_every_message(
 ) -> None:
     client = gateway(server)
     texts = [m.text for m in MESSAGES]
-    seeded = asyncio.run(replies(client, SEED, texts))
+    seeded = run_with_models(replies(client, SEED, texts))
     assert scores(texts, seeded) == [0.0] * len(texts)
-    fixed = asyncio.run(replies(client, ALL_FACTS, texts))
+    fixed = run_with_models(replies(client, ALL_FACTS, texts))
     assert scores(texts, fixed) == [1.0] * len(texts)
     assert server.requests == {"ok": 2 * len(texts)}
 
@@ -168,7 +168,7 @@ def test_each_fact_in_the_prompt_lifts_its_intent_only(server: LlmServer) -> Non
     client = gateway(server)
     base = f"{SEED} {COURTESY_RULE} {NEXT_STEP_RULE}"
     for policy in POLICIES:
-        answers = asyncio.run(
+        answers = run_with_models(
             replies(client, f"{base} {policy.sentence}", [m.text for m in MESSAGES])
         )
         for message, answer in zip(MESSAGES, answers, strict=True):
@@ -180,10 +180,10 @@ def test_the_simulated_judge_agrees_with_the_metric(server: LlmServer) -> None:
     assert SPEC.judge is not None and SPEC.judge.rubric is not None
     judge = Judge(gateway(server), SPEC.judge.rubric, SPEC.judge.examples)  # the model alone
     texts = [m.text for m in MESSAGES[::4]]
-    answers = asyncio.run(replies(gateway(server), ALL_FACTS.replace(COURTESY_RULE, ""), texts))
+    answers = run_with_models(replies(gateway(server), ALL_FACTS.replace(COURTESY_RULE, ""), texts))
     answers[0] = "Okay."
     for text, answer in zip(texts, answers, strict=True):
-        verdict = asyncio.run(judge.score({"user_message": text}, answer))
+        verdict = run_with_models(judge.score({"user_message": text}, answer))
         assert (verdict.score, verdict.feedback) == policy_metric({"user_message": text}, answer)
 
 
@@ -194,9 +194,9 @@ def test_the_configs_judge_blends_the_simulated_judge_with_the_same_checklist(
     assert SPEC.judge.metric == "examples.customer_care.checks:policy_metric"
     judge = judge_for(gateway(server), SPEC)
     text = "Is there a fee if I cancel before it ships?"
-    [answer] = asyncio.run(replies(gateway(server), f"{SEED} {NEXT_STEP_RULE}", [text]))
+    [answer] = run_with_models(replies(gateway(server), f"{SEED} {NEXT_STEP_RULE}", [text]))
     score, feedback = policy_metric({"user_message": text}, answer)
-    verdict = asyncio.run(judge.score({"user_message": text}, answer))
+    verdict = run_with_models(judge.score({"user_message": text}, answer))
     assert (verdict.score, verdict.feedback) == (0.2, f"judge: {feedback} | checks: {feedback}")
     assert score == 0.2 and feedback.startswith("Missing the cancellation policy:")
 
@@ -206,13 +206,13 @@ def test_the_simulated_reflector_writes_in_the_facts_the_feedback_names(
 ) -> None:
     client = gateway(server)
     chosen = [MESSAGES[0], MESSAGES[17]]  # track order, refund (written in policy order)
-    answers = asyncio.run(replies(client, SEED, [m.text for m in chosen]))
+    answers = run_with_models(replies(client, SEED, [m.text for m in chosen]))
     examples = [
         ReflectionExample({"user_message": m.text}, a, *policy_metric({"user_message": m.text}, a))
         for m, a in zip(chosen, answers, strict=True)
     ]
     assert SPEC.judge is not None
-    proposal = asyncio.run(
+    proposal = run_with_models(
         Proposer(client).propose("system_prompt", SEED, examples, rubric=SPEC.judge.rubric)
     )
     assert proposal.text == " ".join(
@@ -261,7 +261,7 @@ def test_gepa_climbs_from_the_seed_to_all_five_facts(
     settings = world_settings(server.api_base, run_max_metric_calls=300, optimize_patience=20)
     store_seed_traffic(engine, settings, rounds=1)
     budget = Budget(max_metric_calls=300, max_usd=1.0, max_seconds=scaled(300), patience=20)
-    report = asyncio.run(OptimizationRun(engine, settings, SPEC, budget, seed=3).execute())
+    report = run_with_models(OptimizationRun(engine, settings, SPEC, budget, seed=3).execute())
     assert report.champion_score == 0.0
     assert (report.best_score, report.stop_reason) == (1.0, "perfect_on_pareto")
     assert report.metric_calls <= 300  # 81 when this was written
@@ -282,16 +282,16 @@ def test_python_m_sidecar_simulated_serves_the_world_until_sigterm() -> None:
                 selector.register(process.stdout, selectors.EVENT_READ)
                 assert selector.select(scaled(30)), "the server printed no api_base"
             api_base = process.stdout.readline().strip()
-            reply = litellm.completion(
-                model="openai/simulated",
-                api_base=api_base,
-                api_key="unused",
-                messages=[
-                    {"role": "system", "content": ALL_FACTS},
-                    {"role": "user", "content": "How long do refunds take?"},
-                ],
+            reply = run_with_models(
+                Gateway(world_settings(api_base)).complete(
+                    "task",
+                    [
+                        {"role": "system", "content": ALL_FACTS},
+                        {"role": "user", "content": "How long do refunds take?"},
+                    ],
+                )
             )
-            assert POLICIES[2].sentence in reply.choices[0].message.content
+            assert POLICIES[2].sentence in reply.text
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=scaled(30)) == 0
         finally:

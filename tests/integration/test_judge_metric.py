@@ -4,7 +4,6 @@ metric's judgments are kept and retried, and an optimizer run replays with the m
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from sidecar.judge.judge import judge_for
 from sidecar.judge.rubric import SYSTEM as JUDGE_SYSTEM
 from sidecar.judge.worker import JudgeWorker
 from sidecar.llm.gateway import Gateway
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
 from sidecar.optimize.engine import OptimizationRun
 from sidecar.settings import JudgeBlock, PromptsConfig, PromptSpec, load_settings
@@ -210,7 +210,7 @@ def test_an_optimizer_run_replays_with_the_metric_as_its_judge(
     worker = run_worker(engine, settings, spec)  # the metric re-judges it under its own version
     wait_until(lambda: len(judged(engine, version)) == 24, 30, "24 events judged by the metric")
     worker.stop()
-    report = asyncio.run(OptimizationRun(engine, settings, spec, seed=3).execute())
+    report = run_with_models(OptimizationRun(engine, settings, spec, seed=3).execute())
     assert judge_model_calls(llm_server) == 0  # neither live judgments nor replays asked it
     assert (report.champion_score, report.best_score) == (0.0, 1.0)
     assert report.stop_reason == "perfect_on_pareto"
@@ -233,7 +233,7 @@ def test_pairwise_weighs_the_judge_model_and_the_metric_equally(llm_server: LlmS
     judge = judge_for(Gateway(settings_for(llm_server)), spec)
     inputs = {"user_message": "Where is my order?"}
     full, ships_only, polite_only = REPLIES
-    agreed = asyncio.run(judge.compare(inputs, full, polite_only))
+    agreed = run_with_models(judge.compare(inputs, full, polite_only))
     assert (agreed.winner, agreed.orders) == ("a", ("A", "B"))
     assert agreed.feedback == (
         "judge: A scored 1.0, B scored 0.5. / A scored 0.5, B scored 1.0.",
@@ -241,9 +241,9 @@ def test_pairwise_weighs_the_judge_model_and_the_metric_equally(llm_server: LlmS
         "checks on b: 0.00, does not say when the order ships",
     )
     # the model prefers the polite reply, the metric the one that says when it ships: a tie
-    opposed = asyncio.run(judge.compare(inputs, polite_only, ships_only))
+    opposed = run_with_models(judge.compare(inputs, polite_only, ships_only))
     assert (opposed.winner, opposed.orders) == ("tie", ("A", "B"))
     llm_server.position_bias = "A"  # the model cannot tell them apart: the metric decides
-    biased = asyncio.run(judge.compare(inputs, full, polite_only))
+    biased = run_with_models(judge.compare(inputs, full, polite_only))
     assert (biased.winner, biased.orders) == ("a", ("A", "A"))
     assert judge_model_calls(llm_server) == 6

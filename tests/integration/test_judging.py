@@ -3,7 +3,6 @@ databases: every event judged, failures kept and retried, restarts resume, versi
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from sidecar.judge.judge import Judge
 from sidecar.judge.verdict import InvalidReply
 from sidecar.judge.worker import JudgeWorker
 from sidecar.llm.gateway import Gateway
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
 from sidecar.runtime.app import App
 from sidecar.settings import JudgeBlock, PromptsConfig, PromptSpec, load_settings
@@ -112,7 +112,7 @@ def judged(engine: Engine) -> list[Judgment]:
 def test_judge_scores_with_feedback_and_asks_for_json_schema(llm_server: LlmServer) -> None:
     judge = Judge(Gateway(judge_settings(llm_server)), RUBRIC)
     inputs = {"user_message": "Where is my order?"}
-    verdict = asyncio.run(judge.score(inputs, REPLIES[1], {"model": "x"}))
+    verdict = run_with_models(judge.score(inputs, REPLIES[1], {"model": "x"}))
     assert (verdict.score, verdict.feedback) == rule_score(inputs["user_message"], REPLIES[1])
     assert "next step" in verdict.feedback
     body = llm_server.bodies[-1]
@@ -124,12 +124,12 @@ def test_non_json_replies_are_asked_again_then_given_up(llm_server: LlmServer) -
     metrics = Metrics(["customer-care"])
     judge = Judge(Gateway(judge_settings(llm_server), metrics), RUBRIC)
     llm_server.script = ["text", "ok"]
-    verdict = asyncio.run(judge.score({"user_message": "hi"}, "score=0.3"))
+    verdict = run_with_models(judge.score({"user_message": "hi"}, "score=0.3"))
     assert verdict.score == 0.3
     assert metric_value(metrics, "judge_requests_total", outcome="invalid_reply") == 1
     llm_server.script = ["text"] * 3
     with pytest.raises(InvalidReply, match="no JSON object"):
-        asyncio.run(judge.score({"user_message": "hi"}, "score=0.3"))
+        run_with_models(judge.score({"user_message": "hi"}, "score=0.3"))
     assert metric_value(metrics, "judge_requests_total", outcome="invalid_reply") == 4
     assert metric_value(metrics, "judge_requests_total", outcome="ok") == 1
 
@@ -138,11 +138,11 @@ def test_pairwise_counts_a_win_only_when_both_orders_agree(llm_server: LlmServer
     judge = Judge(Gateway(judge_settings(llm_server)), RUBRIC)
     inputs = {"user_message": "Where is my order?"}
     better, worse = REPLIES[0], REPLIES[1]
-    result = asyncio.run(judge.compare(inputs, better, worse))
+    result = run_with_models(judge.compare(inputs, better, worse))
     assert (result.winner, result.orders) == ("a", ("A", "B"))
-    assert asyncio.run(judge.compare(inputs, worse, better)).winner == "b"
+    assert run_with_models(judge.compare(inputs, worse, better)).winner == "b"
     llm_server.position_bias = "A"  # a judge that always prefers whatever it reads first
-    biased = asyncio.run(judge.compare(inputs, worse, better))
+    biased = run_with_models(judge.compare(inputs, worse, better))
     assert (biased.winner, biased.orders) == ("tie", ("A", "A"))
 
 

@@ -8,7 +8,6 @@ behind.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import urllib.request
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.errors import ConfigError, LlmError
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.runtime.local_model import LocalModelServer
 from tests.helpers import scaled
 
@@ -112,7 +112,7 @@ def test_bundled_model_judges_replies_through_the_gateway() -> None:
                 timed.append((time.monotonic() - began, verdict))
             return timed
 
-        results = asyncio.run(judge_all())
+        results = run_with_models(judge_all())
     print(f"\nlocal model ready in {startup_s:.2f}s")
     for (seconds, verdict), (_, reply) in zip(results, REPLIES, strict=True):
         print(f"{seconds:.2f}s {verdict!r} <- {reply[:40]!r}")

@@ -4,7 +4,6 @@ question, and its reflection model fixes what the feedback names. Real litellm, 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.optimize.budget import Budget
 from sidecar.optimize.engine import NotEnoughTraffic, OptimizationRun
 from sidecar.store.candidates import candidates_of, finish_run, insert_candidate, start_run
@@ -38,7 +38,7 @@ def test_a_run_climbs_from_the_seed_and_proposes_what_beats_it(
     world: Engine, llm_server: LlmServer
 ) -> None:
     settings = world_settings(llm_server.api_base)
-    report = asyncio.run(OptimizationRun(world, settings, SPEC, seed=3).execute())
+    report = run_with_models(OptimizationRun(world, settings, SPEC, seed=3).execute())
     assert report.champion_version == 1
     assert report.champion_score == 0.0  # the seed never names a next step nor thanks anyone
     assert report.best_score == 1.0
@@ -76,10 +76,10 @@ def test_a_run_climbs_from_the_seed_and_proposes_what_beats_it(
 
 def test_a_warm_run_reuses_the_frontier_and_the_cache(world: Engine, llm_server: LlmServer) -> None:
     settings = world_settings(llm_server.api_base, optimize_patience=2)
-    cold = asyncio.run(OptimizationRun(world, settings, SPEC, seed=3).execute())
+    cold = run_with_models(OptimizationRun(world, settings, SPEC, seed=3).execute())
     assert cold.stop_reason == "perfect_on_pareto"
     calls_before = sum(llm_server.requests.values())
-    warm = asyncio.run(OptimizationRun(world, settings, SPEC, seed=3).execute())
+    warm = run_with_models(OptimizationRun(world, settings, SPEC, seed=3).execute())
     # the same traffic again: the frontier comes back from the store with its evaluations
     # cached, the best is already perfect, so the warm run pays for nothing at all
     assert (warm.metric_calls, warm.stop_reason) == (0, "perfect_on_pareto")
@@ -93,7 +93,9 @@ def test_the_budget_is_a_hard_cap(world: Engine, llm_server: LlmServer) -> None:
     # 25 calls: a Pareto set of 2 events (its smallest); the champion's 2 replays,
     # then per fix 3 + 3 minibatch calls and 2 on the Pareto set; the third fix runs out there
     budget = Budget(max_metric_calls=25, max_usd=1.0, max_seconds=60, patience=50)
-    report = asyncio.run(OptimizationRun(world, settings, SPEC, budget=budget, seed=1).execute())
+    report = run_with_models(
+        OptimizationRun(world, settings, SPEC, budget=budget, seed=1).execute()
+    )
     assert (report.metric_calls, report.stop_reason, report.pareto_size) == (25, "metric_calls", 2)
     task_calls = sum(
         1 for body in llm_server.bodies if body["messages"][-1]["content"] in QUESTIONS
@@ -117,7 +119,9 @@ def test_too_little_judged_traffic_is_a_clear_error(
     engine = migrated_engine(sqlite_url)
     seed_prompt(engine, "customer-care", {"system_prompt": SEED}, datetime.now(UTC))
     with pytest.raises(NotEnoughTraffic, match="0 judged events"):
-        asyncio.run(OptimizationRun(engine, world_settings(llm_server.api_base), SPEC).execute())
+        run_with_models(
+            OptimizationRun(engine, world_settings(llm_server.api_base), SPEC).execute()
+        )
 
 
 def test_a_run_left_running_by_a_killed_process_is_marked_failed(
@@ -140,7 +144,7 @@ def test_usd_across_task_judge_and_reflection_is_a_hard_cap(
     settings = world_settings(llm_server.api_base, **priced, run_budget_usd=0.0004)
     budget = Budget(max_metric_calls=1000, max_usd=0.0004, max_seconds=60, patience=50)
     run = OptimizationRun(world, settings, SPEC, budget=budget, seed=2)
-    report = asyncio.run(run.execute())
+    report = run_with_models(run.execute())
     assert report.stop_reason == "usd"
     assert 0 < report.cost_usd <= 0.0004
     spend = run.gateway.ledger.snapshot()
@@ -162,7 +166,7 @@ def test_equally_good_edits_of_different_components_are_merged(
     earlier = start_run(engine, "customer-care", {}, now)  # the frontier a past run left
     finish_run(engine, earlier, "finished", 0, 0.0, [2, 3], now)
     settings = world_settings(llm_server.api_base, optimize_merge_every=1, optimize_patience=2)
-    report = asyncio.run(OptimizationRun(engine, settings, TWO_PART, seed=1).execute())
+    report = run_with_models(OptimizationRun(engine, settings, TWO_PART, seed=1).execute())
     versions = candidates_of(engine, "customer-care")
     [merged] = [c for c in versions.values() if sorted(c.parents) == [2, 3]]
     assert merged.components == {

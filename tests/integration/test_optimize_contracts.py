@@ -5,7 +5,6 @@ Real litellm against the test server, real databases."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.optimize.engine import OptimizationRun
 from sidecar.settings import PromptSpec
 from sidecar.store.candidates import (
@@ -75,7 +75,7 @@ def test_the_champion_is_replayed_not_taken_from_production(
     engine = seeded(
         migrated_engine(database_url), llm_server, SPEC, answer=lambda _: "Perfect. score=1.0"
     )
-    report = asyncio.run(
+    report = run_with_models(
         OptimizationRun(engine, world_settings(llm_server.api_base), SPEC, seed=3).execute()
     )
     assert report.champion_score == 0.0
@@ -102,7 +102,7 @@ def test_a_warm_run_merges_contenders_whose_common_ancestor_left_the_pool(
     answers = add_version(engine, {**kind, "closing": "Answer the customer's exact question."}, [2])
     earlier_frontier(engine, [thanks, answers])  # v2 is in neither the frontier nor the pool
     settings = world_settings(llm_server.api_base, optimize_merge_every=1, optimize_patience=2)
-    report = asyncio.run(OptimizationRun(engine, settings, TWO_PART, seed=1).execute())
+    report = run_with_models(OptimizationRun(engine, settings, TWO_PART, seed=1).execute())
     versions = candidates_of(engine, "customer-care")
     [merged] = [c for c in versions.values() if sorted(c.parents) == [thanks, answers]]
     assert (
@@ -122,7 +122,7 @@ def test_a_one_component_prompt_spends_merge_turns_on_reflection(
     second = add_version(engine, {"system_prompt": f"{SEED} Thank them."}, [1])
     earlier_frontier(engine, [first, second])
     settings = world_settings(llm_server.api_base, optimize_merge_every=1, optimize_patience=2)
-    report = asyncio.run(OptimizationRun(engine, settings, SPEC, seed=1).execute())
+    report = run_with_models(OptimizationRun(engine, settings, SPEC, seed=1).execute())
     assert report.best_score == 1.0
     assert all(
         len(candidates_of(engine, "customer-care")[v].parents) == 1 for v in report.new_versions
@@ -139,7 +139,7 @@ def test_a_rejected_or_flagged_version_is_never_a_parent(
         engine, {"system_prompt": SEED + THANKS}, [1], flags=["instruction found only in traffic"]
     )
     earlier_frontier(engine, [said_no, flagged])
-    report = asyncio.run(
+    report = run_with_models(
         OptimizationRun(engine, world_settings(llm_server.api_base), SPEC, seed=2).execute()
     )
     assert report.proposed and not {said_no, flagged} & set(report.frontier)
@@ -156,7 +156,7 @@ def test_a_text_some_version_already_has_is_not_paid_for_again(
     engine = seeded(migrated_engine(sqlite_url), llm_server, SPEC)
     # the reflection rule's first fix, already tried and turned down by a person
     known = add_version(engine, {"system_prompt": SEED + NEXT_STEP}, [1], status="rejected")
-    report = asyncio.run(
+    report = run_with_models(
         OptimizationRun(engine, world_settings(llm_server.api_base), SPEC, seed=1).execute()
     )
     [duplicate] = [a for a in rows(engine, MutationAttempt) if a.outcome == "duplicate"]
@@ -172,7 +172,7 @@ def test_a_child_carries_on_with_the_next_component(
 ) -> None:
     engine = seeded(migrated_engine(sqlite_url), llm_server, TWO_PART)
     settings = world_settings(llm_server.api_base, optimize_merge_every=0)
-    asyncio.run(OptimizationRun(engine, settings, TWO_PART, seed=4).execute())
+    run_with_models(OptimizationRun(engine, settings, TWO_PART, seed=4).execute())
     attempts = rows(engine, MutationAttempt)
     by_version = {a.child_version: a for a in attempts if a.child_version is not None}
     inherited = [
@@ -215,7 +215,7 @@ def test_planted_instructions_never_leave_only_flagged_candidates_proposed(
         engine = migrated_engine(sqlite_url)
         seeded(engine, server, SPEC, questions=[*QUESTIONS, PLANTED, *QUESTIONS])
         settings = world_settings(server.api_base)
-        report = asyncio.run(OptimizationRun(engine, settings, SPEC, seed=seed).execute())
+        report = run_with_models(OptimizationRun(engine, settings, SPEC, seed=seed).execute())
     versions = candidates_of(engine, "customer-care")
     attempts = rows(engine, MutationAttempt)
     assert report.proposed, f"seed {seed}: nothing proposed"

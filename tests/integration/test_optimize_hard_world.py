@@ -5,13 +5,13 @@ reply is never judged twice, warm runs on shifted traffic start from what the la
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, select
 
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.optimize.budget import Budget
 from sidecar.optimize.engine import OptimizationRun
 from sidecar.store.candidates import candidates_of
@@ -38,7 +38,7 @@ def test_runs_climb_and_warm_runs_on_shifted_traffic_keep_what_was_found(
         )
         budget = Budget(max_metric_calls=200, max_usd=1.0, max_seconds=600, patience=10)
         judged_before = judge_calls(server)
-        cold = asyncio.run(OptimizationRun(engine, settings, HARD_SPEC, budget, seed).execute())
+        cold = run_with_models(OptimizationRun(engine, settings, HARD_SPEC, budget, seed).execute())
         judged = judge_calls(server) - judged_before
         store_traffic(
             engine,
@@ -47,7 +47,7 @@ def test_runs_climb_and_warm_runs_on_shifted_traffic_keep_what_was_found(
             traffic_questions(40, SHIFTED_MIX, seed + 100),
             seed + 100,
         )
-        warm = asyncio.run(OptimizationRun(engine, settings, HARD_SPEC, budget, seed).execute())
+        warm = run_with_models(OptimizationRun(engine, settings, HARD_SPEC, budget, seed).execute())
     versions = candidates_of(engine, HARD_SPEC.name)
     best = hidden_score(versions[cold.best_version].components)
     assert best > hidden_score(versions[1].components) + 0.3

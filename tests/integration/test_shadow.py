@@ -5,7 +5,6 @@ real SQLite files and PostgreSQL; the traffic is stored as ingest stores it, mos
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from sidecar.events import ConsumedEvent
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import PREFIX, Metrics
 from sidecar.shadow.gate import GateDecision
 from sidecar.shadow.runner import ShadowPass, ShadowReport
@@ -96,7 +96,7 @@ def run_pass(
     shadow = ShadowPass(
         engine, world_settings(server.api_base, **values), SPEC, metrics, **_clock(clock)
     )
-    return asyncio.run(shadow.execute())
+    return run_with_models(shadow.execute())
 
 
 def _clock(clock: Callable[[], datetime] | None) -> dict[str, Any]:
@@ -414,7 +414,7 @@ def test_a_decision_on_a_version_a_person_moved_meanwhile_leaves_it_there(
     shadow = ShadowPass(sqlite_world, world_settings(llm_server.api_base), SPEC)
     for outcome in ("pass", "wait"):
         decision = GateDecision(outcome, f"{outcome}: test", {})  # type: ignore[arg-type]
-        status = asyncio.run(shadow._apply(seen, decision, {}, datetime.now(UTC)))
+        status = run_with_models(shadow._apply(seen, decision, {}, datetime.now(UTC)))
         assert status == "rejected"
     trail = [(a.to_status, a.action, a.actor) for a in audit_trail(sqlite_world, NAME, better)]
     assert trail[-2:] == [("shadow", "shadow", "shadow"), ("rejected", "reject", "alice")]

@@ -9,7 +9,6 @@ seconds, while the model stalls for ten minutes, far beyond the grace times any 
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sqlite3
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, make_url, select
 
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
 from sidecar.optimize.engine import OptimizationRun
 from sidecar.runtime.scheduler import JobScheduler
@@ -98,7 +98,7 @@ def test_a_stop_interrupts_the_run_in_flight_and_the_next_run_starts_warm(
 
     llm_server.stalls = {}
     warm = OptimizationRun(world, settings, SPEC, seed=1)
-    asyncio.run(warm.execute())
+    run_with_models(warm.execute())
     assert child in warm.population.pool  # started from what the interrupted run left
     assert evaluations_of_run(world, interrupted.id or 0) == paid  # kept, never paid again
     assert [run.status for run in runs(world)] == ["interrupted", "finished"]

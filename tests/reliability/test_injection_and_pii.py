@@ -7,7 +7,6 @@ reaches the reflection model and before a log line carrying user text is written
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import re
@@ -18,6 +17,7 @@ import pytest
 
 from sidecar.judge.verdict import InvalidReply, first_json_object
 from sidecar.llm.gateway import Gateway
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.logs import stderr_handler
 from sidecar.optimize.redact import redact
 from sidecar.optimize.reflection import Proposer, ReflectionExample
@@ -76,7 +76,7 @@ def test_r5c_every_obeyed_injection_is_flagged_and_benign_edits_are_not(
         example = ReflectionExample(
             {"user_message": injection.message}, "We have received your message.", 0.25, "Curt."
         )
-        proposal = asyncio.run(proposer.propose(COMPONENT, PARENT, [example]))
+        proposal = run_with_models(proposer.propose(COMPONENT, PARENT, [example]))
         content = obedient.bodies[-1]["messages"][-1]["content"]
         unfenced += not fenced(content, injection.message)
         assert injection.obeyed in proposal.text  # the model did obey
@@ -162,7 +162,7 @@ def reflection_leaks(server: LlmServer, items: Sequence[Item], batch: int) -> li
             )
             for item in chunk
         ]
-        asyncio.run(proposer.propose(COMPONENT, PARENT, examples))
+        run_with_models(proposer.propose(COMPONENT, PARENT, examples))
         content = " ".join(message["content"] for message in server.bodies[-1]["messages"])
         found.extend(item for item in chunk if leaked(item, content))
     return found

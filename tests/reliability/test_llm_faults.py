@@ -6,7 +6,6 @@ without the evidence saying so."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from sqlalchemy import Engine, select
 from sidecar.events import ConsumedEvent
 from sidecar.judge.worker import JudgeWorker
 from sidecar.llm.gateway import Gateway
+from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
 from sidecar.optimize.engine import OptimizationRun, RunReport
 from sidecar.settings import PromptsConfig
@@ -200,7 +200,7 @@ def test_llm_faults_at_thirty_percent(
     retried = judge_everything(engine, settings.model_copy(update={"llm_max_retries": 0}), n)
 
     run = OptimizationRun(engine, settings, SPEC, seed=4)
-    report = asyncio.run(run.execute())
+    report = run_with_models(run.execute())
     with transaction(engine) as connection:
         [row] = [RunRow.model_validate(r._mapping) for r in connection.execute(select(RunRow))]
     assert (row.status, row.metric_calls) == ("finished", report.metric_calls)
@@ -214,7 +214,7 @@ def test_llm_faults_at_thirty_percent(
     mark_proposed(engine, SPEC.name, [better.version], "a known improvement", now)
     ids = traffic(engine, fresh, seed=2)
     shadow = ShadowPass(engine, settings, SPEC, Metrics([SPEC.name]))
-    shadowed = asyncio.run(shadow.execute())
+    shadowed = run_with_models(shadow.execute())
     assert shadowed.metric_calls <= shadow_calls
     assert better.version in {o.version for o in shadowed.candidates}
     unpaired = check_shadow(engine, shadow, shadowed, ids, problems)
