@@ -3,7 +3,9 @@
 litellm caches one client per provider setting and event loop, and never closes a client when
 its loop ends (BerriAI/litellm#31245, #40490). Every optimization run and shadow pass is an
 `asyncio.run` of its own, so each would leave its sockets open until the garbage collector
-found them: a file-descriptor leak in a process that lives for months.
+found them: a file-descriptor leak in a process that lives for months. (Closing them also
+gives litellm's queued per-call logging tasks the loop turns they need to finish here, rather
+than be carried to the next loop that calls a model and pile up.)
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 from pathlib import Path
@@ -16,10 +17,12 @@ from sidecar.errors import LlmError
 from sidecar.llm.gateway import Gateway
 from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
+from sidecar.optimize.reflection import Proposer, ReflectionExample
 from sidecar.runtime.broker import free_port
 from sidecar.settings import load_settings
 from tests.helpers import metric_value, scaled, wait_until
 from tests.llm_server import LlmServer
+from tests.world import world_settings
 
 HELLO = [{"role": "user", "content": "hello"}]
 REPLY = "We have received your message."  # the test server's task rule, with no instructions
@@ -69,6 +72,18 @@ def test_a_loop_closes_the_clients_litellm_made_for_it(llm_server: LlmServer) ->
     for _ in range(3):
         assert run_with_models(ask()) == 1  # open while its loop runs
         assert connections_to(port) == 0
+
+
+def test_a_loop_leaves_no_call_logging_behind(
+    llm_server: LlmServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """litellm queues a logging task per call; those a loop leaves are carried to the next."""
+    proposer = Proposer(Gateway(world_settings(llm_server.api_base)))
+    example = ReflectionExample({"user_message": "Where is my order?"}, REPLY, 0.25, "Curt.")
+    with caplog.at_level(logging.WARNING, logger="LiteLLM"):
+        for _ in range(3):
+            run_with_models(proposer.propose("system_prompt", "Be kind.", [example]))
+    assert [r.getMessage() for r in caplog.records if "carried" in r.getMessage()] == []
 
 
 def test_transient_faults_are_retried_until_an_answer(llm_server: LlmServer) -> None:

@@ -175,7 +175,8 @@ def test_a_warning_level_json_run_logs_its_exception_in_one_line_and_no_info(
 
     entries = json_lines(stopped(sidecar))
     assert {entry["level"] for entry in entries} <= {"WARNING", "ERROR", "CRITICAL"}
-    failures = [entry for entry in entries if "exc" in entry]
+    # kafka-python may log a dropped broker connection with its exception too (a broken pipe).
+    failures = [e for e in entries if "exc" in e and e["logger"].startswith("sidecar.")]
     assert failures
     for failure in failures:
         assert failure["message"] == f"shadow pass for {NAME} failed"
