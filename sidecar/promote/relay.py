@@ -91,8 +91,9 @@ class OutboxRelay:
 
     @property
     def alive(self) -> bool:
-        """False when the thread has ended (after `stop()`, or if it died)."""
-        return self._thread.is_alive()
+        """False when the thread has ended (after `stop()`, or if it died); True before `start()`
+        has started it, while its first delivery runs on the caller's thread."""
+        return self._thread.ident is None or self._thread.is_alive()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Finish the tick under way and close the publishers, waiting at most `timeout`

@@ -63,6 +63,12 @@ def lag_partitions(metrics: Metrics, topic: str) -> set[int]:
     }
 
 
+def split(first: Metrics, second: Metrics, topic: str) -> bool:
+    """The two consumers of one group report one partition each: the rebalance settled."""
+    mine, theirs = lag_partitions(first, topic), lag_partitions(second, topic)
+    return len(mine) == len(theirs) == 1 and mine | theirs == {0, 1}
+
+
 def send(kafka_bootstrap: str, topic: str, seed: int, count: int) -> set[str]:
     """Produce `count` events, one request each: the embedded broker answers a "latest offset"
     request with its last batch's base offset + 1, so a batch of several records would put a
@@ -103,13 +109,11 @@ def test_lag_series_follow_the_partitions_the_consumer_owns(
     with consuming(settings) as (_first, first_metrics):
         wait_until(lambda: lag_partitions(first_metrics, topics.traffic) == {0, 1}, 60, "both")
         with consuming(settings) as (second, second_metrics):
-
-            def split() -> bool:
-                mine = lag_partitions(first_metrics, topics.traffic)
-                theirs = lag_partitions(second_metrics, topics.traffic)
-                return len(mine) == len(theirs) == 1 and mine | theirs == {0, 1}
-
-            wait_until(split, 120, "one lag series each after the rebalance")
+            wait_until(
+                lambda: split(first_metrics, second_metrics, topics.traffic),
+                120,
+                "one lag series each after the rebalance",
+            )
             assert second.assigned
     assert lag_partitions(first_metrics, topics.traffic) == set()
 
@@ -152,13 +156,11 @@ def test_records_in_flight_at_a_revoke_are_neither_lost_nor_committed_before_sto
             everything = before | send(kafka_bootstrap, topics.traffic, seed=6, count=30)
             wait_until(lambda: metric_value(first_metrics, "ingest_paused") == 1, 60, "a stall")
             with consuming(settings) as (_, second_metrics):
-
-                def split() -> bool:
-                    mine = lag_partitions(first_metrics, topics.traffic)
-                    theirs = lag_partitions(second_metrics, topics.traffic)
-                    return len(mine) == len(theirs) == 1 and mine | theirs == {0, 1}
-
-                wait_until(split, 120, "the revoke and the new assignment")
+                wait_until(
+                    lambda: split(first_metrics, second_metrics, topics.traffic),
+                    120,
+                    "the revoke and the new assignment",
+                )
                 assert len(stored_event_ids(engine)) == 20
                 assert committed(admin, topics.group) == 20  # nothing unstored is committed
                 lock.close()

@@ -269,6 +269,28 @@ def test_the_file_is_in_place_before_a_stalled_delivery_to_another_target(
         ticking.join(scaled(10))
 
 
+def test_a_relay_is_alive_from_its_first_delivery_on_until_it_is_stopped(
+    world: World, relays: Relays
+) -> None:
+    """start() delivers once on the caller's thread before its own starts: /healthz must not
+    call that relay dead (a pod whose sidecar restarted for it would never settle)."""
+    engine, _, _ = world
+    approved(engine, add_version(engine, "awaiting_approval"))
+    stalled = StalledTarget()
+    relay, _, _ = relays.make(kafka=stalled)
+    starting = threading.Thread(target=relay.start, daemon=True)
+    starting.start()
+    try:
+        assert stalled.delivering.wait(scaled(10))
+        assert relay.alive
+    finally:
+        stalled.answer.set()
+        starting.join(scaled(10))
+    assert relay.alive
+    relay.stop()
+    assert not relay.alive
+
+
 def test_a_missing_or_garbled_file_is_republished_on_start(world: World, relays: Relays) -> None:
     _engine, settings, publish_dir = world
     relays.make()[0].tick()
