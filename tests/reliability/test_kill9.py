@@ -273,7 +273,8 @@ def assert_nothing_lost_or_twice(campaign: Campaign) -> None:
     record(
         Row(
             row="R2",
-            test="tests/reliability/test_kill9.py",
+            test="test_kill_9_at_random_points_loses_nothing_and_does_nothing_twice"
+            f"[{engine.dialect.name}]",  # a row for each database
             load=f"{len(campaign.produced)} events, {len(campaign.approvals)} approvals, "
             f"{sum(campaign.killed.values())} restarts on one {engine.dialect.name} store and "
             "consumer group",
