@@ -172,26 +172,42 @@ def test_records_in_flight_at_a_revoke_are_neither_lost_nor_committed_before_sto
     assert len(ids) == len(set(ids)) == 50
 
 
+@contextmanager
+def holding_uncommitted(
+    kafka_bootstrap: str, topics: Topics, sqlite_url: str
+) -> Iterator[tuple[TrafficConsumer, TopicPartition, KafkaAdminClient]]:
+    """A consumer that owns partition 0 (so a revoke would commit its offset) and has stored
+    up to offset 5 of it, not committed yet; and an admin client to read the group's offsets."""
+    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url)
+    consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
+    partition = TopicPartition(topics.traffic, 0)
+    consumer._consumer.assign([partition])
+    consumer._uncommitted = {(topics.traffic, 0): 5}
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        yield consumer, partition, admin
+    finally:
+        admin.close()
+        consumer.close()
+
+
+def forgot_without_committing(
+    consumer: TrafficConsumer, admin: KafkaAdminClient, group: str
+) -> None:
+    assert consumer._uncommitted == {}
+    committed = admin.list_group_offsets(group).get(group, {})
+    assert all(meta.offset < 0 for meta in committed.values()), committed
+
+
 def test_a_lost_membership_forgets_uncommitted_offsets_without_committing(
     kafka_bootstrap: str, topics: Topics, sqlite_url: str
 ) -> None:
     """Found by R3 (a restarted broker forgets the group): kafka-python reports the eviction
     through on_partitions_lost on its IO thread, where the revoke path's blocking commit raised
     and ended the sidecar. Lost partitions are given up without a commit: redelivered later."""
-    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url)
-    consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
-    partition = TopicPartition(topics.traffic, 0)
-    consumer._consumer.assign([partition])  # owned: the revoke path would commit its offset
-    consumer._uncommitted = {(topics.traffic, 0): 5}
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
+    with holding_uncommitted(kafka_bootstrap, topics, sqlite_url) as (consumer, partition, admin):
         _Rebalance(consumer).on_partitions_lost({partition})
-        assert consumer._uncommitted == {}
-        committed = admin.list_group_offsets(topics.group).get(topics.group, {})
-        assert all(meta.offset < 0 for meta in committed.values()), committed
-    finally:
-        admin.close()
-        consumer.close()
+        forgot_without_committing(consumer, admin, topics.group)
 
 
 def test_a_revoke_on_kafka_pythons_io_thread_forgets_uncommitted_offsets_without_committing(
@@ -201,21 +217,10 @@ def test_a_revoke_on_kafka_pythons_io_thread_forgets_uncommitted_offsets_without
     rebalances): kafka-python calls on_partitions_revoked on its IO thread, where the drain's
     blocking commit raised and ended the sidecar. The revoke now commits nothing: what was
     stored and not yet committed is redelivered to the next owner and stored once."""
-    settings = sidecar_settings(kafka_bootstrap, topics, sqlite_url)
-    consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
-    partition = TopicPartition(topics.traffic, 0)
-    consumer._consumer.assign([partition])  # owned: a commit of its offset would be attempted
-    consumer._uncommitted = {(topics.traffic, 0): 5}
+    with holding_uncommitted(kafka_bootstrap, topics, sqlite_url) as (consumer, partition, admin):
 
-    async def revoke_where_kafka_python_does() -> None:
-        _Rebalance(consumer).on_partitions_revoked({partition})
+        async def revoke_where_kafka_python_does() -> None:
+            _Rebalance(consumer).on_partitions_revoked({partition})
 
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
         consumer._consumer._coordinator._net.run(revoke_where_kafka_python_does)
-        assert consumer._uncommitted == {}
-        committed = admin.list_group_offsets(topics.group).get(topics.group, {})
-        assert all(meta.offset < 0 for meta in committed.values()), committed
-    finally:
-        admin.close()
-        consumer.close()
+        forgot_without_committing(consumer, admin, topics.group)
