@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -22,6 +23,7 @@ from kafka.structs import OffsetAndMetadata
 from sidecar.client.kafka_clients import build_client
 from sidecar.client.security import kafka_security_options
 from sidecar.errors import BrokerError
+from sidecar.ingest.offsets import OffsetBook, Offsets, StoredBatch
 from sidecar.ingest.writer import IngestWriter, RawRecord, WriterError
 from sidecar.metrics import Metrics
 from sidecar.settings import Settings
@@ -33,13 +35,12 @@ LAG_INTERVAL_S = 5.0
 COMMIT_INTERVAL_S = 0.5
 REVOKE_DRAIN_S = 10.0
 
-Offsets = dict[tuple[str, int], int]
-
 
 @dataclass(frozen=True, slots=True)
 class PolledBatch:
     records: list[RawRecord]
     next_offsets: Offsets
+    rewinds: int
 
 
 class TrafficConsumer:
@@ -55,9 +56,9 @@ class TrafficConsumer:
         self._failure: WriterError | None = None
         self._writer: IngestWriter | None = None
         self._pending: queue.Queue[PolledBatch | None] = queue.Queue(settings.ingest_queue_batches)
-        self._stored: queue.Queue[Offsets] = queue.Queue()
-        self._uncommitted: Offsets = {}
-        self._committed: Offsets = {}
+        self._stored: queue.Queue[StoredBatch] = queue.Queue()
+        self._offsets = OffsetBook()
+        self._topic_ids: dict[str, uuid.UUID] = {}
         self._last_commit = 0.0
         self._lag_checked = 0.0
         self._lag_partitions: set[tuple[str, int]] = set()
@@ -145,7 +146,7 @@ class TrafficConsumer:
         next_offsets = {
             (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
         }
-        self._pending.put(PolledBatch(records, next_offsets))
+        self._pending.put(PolledBatch(records, next_offsets, self._offsets.rewinds))
 
     def _pause(self, paused: bool) -> None:
         self._metrics.ingest_paused.set(1 if paused else 0)
@@ -177,7 +178,7 @@ class TrafficConsumer:
                     abandoned = True
                     continue
                 self._metrics.count_outcomes(counts)
-                self._stored.put(batch.next_offsets)
+                self._stored.put(StoredBatch(batch.next_offsets, batch.rewinds))
             finally:
                 self._pending.task_done()
 
@@ -185,14 +186,12 @@ class TrafficConsumer:
         """Commit what the writer has stored: at most every COMMIT_INTERVAL_S (a crash then
         redelivers at most that much, as counted duplicates), or `now`."""
         while not self._stored.empty():
-            for position, offset in self._stored.get_nowait().items():
-                self._uncommitted[position] = max(offset, self._uncommitted.get(position, 0))
+            self._offsets.stored(self._stored.get_nowait())
         if not now and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S:
             return
         self._last_commit = time.monotonic()
         assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-        owned = {p: o for p, o in self._uncommitted.items() if p in assigned}
-        self._uncommitted = owned
+        owned = self._offsets.to_commit(assigned)
         if not owned:
             return
         offsets = {
@@ -203,12 +202,11 @@ class TrafficConsumer:
             self._consumer.commit(offsets)
         except CommitFailedError as exc:
             log.warning("commit refused after a rebalance; records will be redelivered: %s", exc)
-            self._uncommitted.clear()
+            self._offsets.forget()
         except KafkaError as exc:
             log.warning("commit failed, will retry: %s", exc)
         else:
-            self._committed.update(owned)
-            self._uncommitted.clear()
+            self._offsets.committed(owned)
 
     def drain(self) -> None:
         """Store what is in flight: called before partitions are taken away.
@@ -222,19 +220,28 @@ class TrafficConsumer:
         while self._pending.unfinished_tasks and time.monotonic() < deadline:
             if self._stopping.wait(0.01):
                 break
-        self._uncommitted.clear()
+        self._offsets.forget()
 
     def _check_positions(self) -> None:
-        """Every few seconds: set the lag gauge, and rewind a partition whose position is past
-        the end of its log. Kafka answers such a fetch with OFFSET_OUT_OF_RANGE; a memory-only
-        broker that restarted (the embedded one) answers nothing, which would stall us."""
+        """Every few seconds: set the lag gauge, and rewind a partition whose log is not the one
+        its position was read from. Kafka answers a fetch past the log end with
+        OFFSET_OUT_OF_RANGE; a memory-only broker that restarted (the embedded one) answers
+        nothing, which would stall us. And once such a broker's new log has grown past the old
+        position, or a topic was deleted and created again, nothing is out of range: only the
+        topic's new id (seen at the client's next metadata refresh) says that every record in it
+        is unread."""
         now = time.monotonic()
         if now - self._lag_checked < LAG_INTERVAL_S:
             return
         self._lag_checked = now
         assignment = self._consumer.assignment()
         self._forget_lag(self._lag_partitions - {(tp.topic, tp.partition) for tp in assignment})
+        recreated = self._recreated_topics({tp.topic for tp in assignment})
         for tp in assignment:
+            if tp.topic in recreated:
+                log.warning("%s was created again: reading its new log from the start", tp)
+                self._rewind(tp)
+                continue
             end = self._consumer.highwater(tp)
             if end is None:
                 continue
@@ -246,12 +253,32 @@ class TrafficConsumer:
                     position,
                     end,
                 )
-                self._consumer.seek_to_beginning(tp)
-                self._committed.pop((tp.topic, tp.partition), None)
+                self._rewind(tp)
                 continue
-            done = self._committed.get((tp.topic, tp.partition), position)
+            done = self._offsets.last_committed((tp.topic, tp.partition), position)
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
             self._lag_partitions.add((tp.topic, tp.partition))
+
+    def _recreated_topics(self, topics: set[str]) -> set[str]:
+        """The topics whose id in the consumer's metadata changed since the last look. The id is
+        not on KafkaConsumer's public surface; its cluster metadata (kafka-python, pinned in the
+        lock file) is where the client itself notices a recreated topic."""
+        cluster = self._consumer._cluster
+        recreated = set()
+        for topic in topics:
+            current = cluster.topic_id(topic)
+            if current is None or current.int == 0:
+                continue  # unknown for now (the topic is missing, or the broker predates ids)
+            if self._topic_ids.setdefault(topic, current) != current:
+                recreated.add(topic)
+                self._topic_ids[topic] = current
+        return recreated
+
+    def _rewind(self, tp: TopicPartition) -> None:
+        """Read `tp` from its log's start. Offsets of batches polled before now belong to the
+        old log: they are never committed, or a crash would skip the new log's first records."""
+        self._consumer.seek_to_beginning(tp)
+        self._offsets.rewound((tp.topic, tp.partition))
 
     def _forget_lag(self, partitions: set[tuple[str, int]]) -> None:
         """Partitions this consumer no longer owns lose their lag series: the member that owns
@@ -276,7 +303,7 @@ class TrafficConsumer:
         its partitions may be another member's already and a commit would be refused, so what is
         uncommitted is forgotten (redelivered, never skipped). kafka-python calls this on its IO
         thread, where a blocking commit raises and would end the consumer."""
-        self._uncommitted.clear()
+        self._offsets.forget()
         self._forget_lag({(tp.topic, tp.partition) for tp in partitions})
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:

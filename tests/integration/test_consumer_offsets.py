@@ -16,6 +16,7 @@ from kafka import KafkaAdminClient, TopicPartition
 from sqlalchemy import Engine
 
 from sidecar.ingest.consumer import TrafficConsumer, _Rebalance
+from sidecar.ingest.offsets import StoredBatch
 from sidecar.metrics import PREFIX, Metrics
 from sidecar.store.repository import stored_event_ids
 from tests.conftest import Topics
@@ -182,7 +183,7 @@ def holding_uncommitted(
     consumer = TrafficConsumer(settings, kafka_bootstrap, Metrics([NAME]))
     partition = TopicPartition(topics.traffic, 0)
     consumer._consumer.assign([partition])
-    consumer._uncommitted = {(topics.traffic, 0): 5}
+    consumer._offsets.stored(StoredBatch({(topics.traffic, 0): 5}, rewinds=0))
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         yield consumer, partition, admin
@@ -194,7 +195,8 @@ def holding_uncommitted(
 def forgot_without_committing(
     consumer: TrafficConsumer, admin: KafkaAdminClient, group: str
 ) -> None:
-    assert consumer._uncommitted == {}
+    owned = {(tp.topic, tp.partition) for tp in consumer._consumer.assignment()}
+    assert owned and consumer._offsets.to_commit(owned) == {}
     committed = admin.list_group_offsets(group).get(group, {})
     assert all(meta.offset < 0 for meta in committed.values()), committed
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import threading
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from tests.helpers import (
     sidecar_settings,
     wait_until,
 )
+from tests.processes import Start, sidecar_env
 
 
 @pytest.fixture
@@ -117,11 +119,15 @@ def test_stop_during_a_database_outage_commits_nothing_and_loses_nothing(
     assert ingest_totals(engine)["accepted"] == 30
 
 
-def test_broker_restart_is_survived(
-    sqlite_url: str, migrated_engine: Callable[[str], Engine]
+def test_broker_restart_is_survived_when_the_new_log_outgrows_the_old_position(
+    sqlite_url: str, migrated_engine: Callable[[str], Engine], start_sidecar: Start
 ) -> None:
-    """The embedded broker keeps nothing across a restart: the consumer must rejoin, reset to
-    the new log's start, and the dead-letter producer must keep working."""
+    """The embedded broker keeps nothing across a restart. The sidecar is held (SIGSTOP) across
+    it, so when it looks again the recreated topic's new log is longer than the position it had
+    read the old one to: no fetch is out of range, and the group it rejoins has no offsets, so
+    the default reset (`latest`) would skip to the end. Only the topic's new id says that the
+    whole new log is unread: it must be read from the start. The dead-letter producer must
+    keep working too."""
     port = free_port()
     name = f"t-{uuid.uuid4().hex[:8]}"
     topics = Topics(name, name + ".dlq", f"g-{uuid.uuid4().hex[:8]}")
@@ -131,29 +137,33 @@ def test_broker_restart_is_survived(
     try:
         servers = broker.bootstrap_servers
         ensure_topics(servers, [topics.traffic, topics.dlq])
-        settings = sidecar_settings(servers, topics, sqlite_url)
-        consumer, thread = start(settings)
+        env = sidecar_env(servers, topics, sqlite_url)
+        env["SIDECAR_KAFKA_AUTO_OFFSET_RESET"] = "latest"  # the default
+        sidecar = start_sidecar(env)
+        wait_until(
+            lambda: b"ingest.consumer: assigned [(" in sidecar.log.read_bytes(), what="assigned"
+        )
+        produce(servers, topics.traffic, [encode(make_event(rng)) for _ in range(20)])
+        wait_until(lambda: count_stored_events(engine) == 20, what="20 before the restart")
+        sidecar.process.send_signal(signal.SIGSTOP)
         try:
-            produce(servers, topics.traffic, [encode(make_event(rng)) for _ in range(20)])
-            wait_until(lambda: count_stored_events(engine) == 20, what="20 before the restart")
             broker.stop()
             broker = EmbeddedBroker(port=port).start()
             ensure_topics(servers, [topics.traffic, topics.dlq])
-            produce(
-                servers,
-                topics.traffic,
-                [encode(make_event(rng)) for _ in range(20)] + [b"not json"],
-            )
-            wait_until(
-                lambda: count_stored_events(engine) == 40, timeout=120, what="20 after restart"
-            )
-            assert thread.is_alive()
-            # Invalid records carry no id to dedupe by: a redelivery after the rebalance that
-            # the restart causes counts (and dead-letters) them again.
-            wait_until(lambda: ingest_totals(engine)["invalid"] >= 1, what="the bad record")
-            assert len(read_all(servers, topics.dlq, expected=1)) >= 1
+            after = [encode(make_event(rng)) for _ in range(30)] + [b"not json"]
+            produce(servers, topics.traffic, after)  # one partition: its end is now 31 > 20
         finally:
-            stop(consumer, thread)
+            sidecar.process.send_signal(signal.SIGCONT)
+        wait_until(
+            lambda: count_stored_events(engine) == 50,
+            timeout=120,
+            what="all 30 of the new log, the 20 its old position would skip included",
+        )
+        wait_until(lambda: ingest_totals(engine)["invalid"] >= 1, what="the bad record")
+        assert len(read_all(servers, topics.dlq, expected=1)) >= 1
+        assert b"was created again: reading its new log from the start" in sidecar.log.read_bytes()
+        sidecar.process.send_signal(signal.SIGTERM)
+        assert sidecar.process.wait(timeout=scaled(30)) == 0
     finally:
         broker.stop()
 
