@@ -9,7 +9,7 @@ RELIABILITY_ROUNDS ?= 5
 RELIABILITY_RESULTS ?= docs/reliability-results.jsonl
 RELIABILITY_TESTS := tests/integration/test_crash.py tests/integration/test_publish_crash.py tests/integration/test_outages.py
 
-.PHONY: install prometheus demo test test-fast lint dashboard bench reliability clean
+.PHONY: install prometheus browser demo test test-fast lint dashboard bench reliability clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -27,6 +27,12 @@ prometheus:
 		apt-get install -y --no-install-recommends prometheus >/dev/null || \
 		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends prometheus >/dev/null; }
 
+# The browser tests drive headless Chromium through Selenium: Debian's chromium and chromedriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null || \
+		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
+
 demo: install ## the whole loop beside the example chatbot (asks before approving)
 	$(BIN)/gepa-sidecar demo
 
@@ -38,7 +44,7 @@ lint: install
 dashboard: install ## regenerate deploy/grafana/dashboard.json from deploy/grafana/dashboard.py
 	$(BIN)/python deploy/grafana/dashboard.py
 
-test: install prometheus lint ## the whole suite: unit, integration (real broker, SQLite, PostgreSQL, HTTP)
+test: install prometheus browser lint ## the whole suite: unit, integration (real broker, SQLite, PostgreSQL, HTTP)
 	$(BIN)/pytest -q
 
 test-fast: install ## the unit tests only, no lint: seconds, for the edit-test loop

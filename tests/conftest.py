@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Kafka-protocol broker, real SQLite files and a real PostgreSQL.
+"""Shared fixtures: a real Kafka-protocol broker, real SQLite files, a real PostgreSQL and a
+headless Chromium.
 
 Kafka: KAFKA_BOOTSTRAP_SERVERS (a real cluster) → testcontainers where a Docker engine answers →
 the embedded Tansu broker. PostgreSQL: TEST_POSTGRES_URL, default the machine's 127.0.0.1:5432;
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from sidecar.runtime.kafka import ensure_topics, kafka_cluster
 from sidecar.store.database import create_database_engine, migrate
+from tests.browser import Browser, artifacts_dir, chromium_driver, missing_browser
 from tests.llm_server import LlmServer
 from tests.processes import Start, sidecar_processes
 
@@ -101,3 +103,13 @@ def llm_server() -> Iterator[LlmServer]:
 def start_sidecar(tmp_path: Path) -> Iterator[Start]:
     """start(env) runs `gepa-sidecar run` in tmp_path; what is still running is killed after."""
     yield from sidecar_processes(tmp_path)
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
+    """Headless Chromium (tests/browser.py), quit after the test. Without chromium or chromedriver
+    the test fails naming `make browser`: a skipped browser test would hide a broken page."""
+    if reason := missing_browser():
+        pytest.fail(reason)
+    with chromium_driver() as driver:
+        yield Browser(driver, artifacts_dir(), prefix=request.node.name)
