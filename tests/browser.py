@@ -49,13 +49,18 @@ def missing_browser() -> str | None:
 
 
 @contextmanager
-def chromium_driver() -> Iterator[Chrome]:
+def chromium_driver(javascript: bool = True) -> Iterator[Chrome]:
     """A headless Chromium session, quit at the end even when the test fails. Both paths are
-    explicit, so Selenium Manager is never run and never downloads a browser or a driver."""
+    explicit, so Selenium Manager is never run and never downloads a browser or a driver.
+    `javascript=False` reads pages as a browser with scripts turned off does."""
     options = ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in FLAGS:
         options.add_argument(flag)
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
     driver = Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
     try:
         driver.set_page_load_timeout(scaled(30))

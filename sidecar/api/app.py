@@ -13,6 +13,7 @@ from typing import Protocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -21,6 +22,7 @@ from sidecar import __version__
 from sidecar.api.auth import AdminGuard
 from sidecar.api.decisions import decision_routes
 from sidecar.api.models import HealthBody, Liveness, ReadinessBody
+from sidecar.api.pages import STATIC, page_routes
 from sidecar.api.prompts import Scores, prompt_routes
 from sidecar.errors import StoreError
 from sidecar.promote.served import ServedDocuments
@@ -56,6 +58,8 @@ def create_api(
     guard = AdminGuard(admin_token)
     api.include_router(prompt_routes(engine, served, scores))
     api.include_router(decision_routes(engine, guard, publish_targets, on_decision))
+    api.include_router(page_routes(engine, scores))
+    api.mount("/ui/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(api, guard)
 
     @api.get(

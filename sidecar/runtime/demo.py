@@ -125,7 +125,10 @@ def _start(
     prompt, chatbot = start_chatbot(settings, models, chatbot_port, stack)
     chatbot_url = f"http://127.0.0.1:{chatbot.port}"
     _wait(lambda: prompt.version == 1, "the chatbot to load the published v1")
-    echo(f"sidecar     {sidecar_url}  (/metrics, /docs; database {settings.database_url})")
+    echo(
+        f"sidecar     {sidecar_url}  (admin page /, /metrics, /docs; "
+        f"database {settings.database_url})"
+    )
     echo(f"published   customer-care v1 to {settings.publish_dir / 'customer-care.json'}")
     echo(f"chatbot     {chatbot_url}/chat  (examples/customer_care/chatbot.py, serving v1)")
     return Demo(settings, models, app, prompt, chatbot_url, sidecar_url, echo)
@@ -285,6 +288,7 @@ def _serve(demo: Demo) -> None:
         f"  or        SIDECAR_DATABASE_URL={demo.settings.database_url} "
         f"SIDECAR_CONFIG_FILE={demo.settings.config_file} .venv/bin/gepa-sidecar rollback --by you"
     )
+    demo.echo(f"  look      {demo.sidecar_url}/  (the admin page; its token: {token})")
     demo.echo(f"  watch     {demo.sidecar_url}/metrics  {demo.sidecar_url}/docs")
     try:
         threading.Event().wait()  # Ctrl-C (or SIGTERM, turned into one by the command) ends it
