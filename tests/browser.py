@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver import Chrome, ChromeOptions
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.wait import WebDriverWait
@@ -107,10 +111,13 @@ class Browser:
     ) -> T:
         """Poll `condition(driver)` (e.g. a selenium expected_condition) until it is truthy and
         return its value; after `scaled(timeout)` seconds, save a screenshot and fail naming
-        `what`, so a slow CI machine waits longer instead of flaking."""
+        `what`, so a slow CI machine waits longer instead of flaking. An element missing or
+        replaced while a page loads counts as not yet."""
         limit = scaled(timeout)
+        missing = (NoSuchElementException, StaleElementReferenceException)
+        wait = WebDriverWait(self.driver, limit, poll_frequency=0.05, ignored_exceptions=missing)
         try:
-            return WebDriverWait(self.driver, limit, poll_frequency=0.05).until(condition)
+            return wait.until(condition)
         except TimeoutException:
             shot = self.screenshot(f"timeout-{what}")
             raise AssertionError(

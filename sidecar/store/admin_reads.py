@@ -38,23 +38,24 @@ def versions_in(engine: Engine, prompt_name: str, status: str) -> list[int]:
 def live_scores(
     engine: Engine, prompt_name: str, since: datetime, limit: int = TREND_ROWS
 ) -> list[tuple[datetime, float, int]]:
-    """(traffic time, score, version that answered) of the newest `limit` live judgments since
-    `since`, oldest first."""
+    """(traffic time, score, version that answered) of the newest `limit` live judgments of
+    events received since `since` (the (prompt, received_at) index bounds the read), oldest
+    first."""
     query = (
         select(Event.timestamp, Judgment.score, Judgment.prompt_version)
-        .join(Event, Event.id == Judgment.event_row_id)  # type: ignore[arg-type]
+        .join(Judgment, Judgment.event_row_id == Event.id)  # type: ignore[arg-type]
         .where(
-            Judgment.prompt_name == prompt_name,
+            Event.prompt_name == prompt_name,
+            Event.received_at >= since,
             Judgment.status == "ok",
             Judgment.score.is_not(None),  # type: ignore[union-attr]
-            Event.timestamp >= since,
         )
-        .order_by(Event.timestamp.desc())  # type: ignore[attr-defined]
+        .order_by(Event.received_at.desc())  # type: ignore[attr-defined]
         .limit(limit)
     )
     with transaction(engine) as connection:
         rows = [(aware(at), float(score), int(v)) for at, score, v in connection.execute(query)]
-    return rows[::-1]
+    return sorted(rows)
 
 
 def feedback_samples(

@@ -1,8 +1,8 @@
 """The admin page in headless Chromium, on a real `gepa-sidecar run` process over a real
 database and broker: a person reads the overview, the prompt and the flagged candidate, enters
 the token once, approves, sees the active version change (and the served document with it),
-and rolls back. Without JavaScript every page still reads, and no form can post. Screenshots
-go to the artifacts directory (tests/browser.py)."""
+rolls back, and rejects a version from the lineage graph. Without JavaScript every page still
+reads, and no form can post. Screenshots go to the artifacts directory (tests/browser.py)."""
 
 from __future__ import annotations
 
@@ -116,13 +116,13 @@ def test_a_person_approves_the_flagged_candidate_and_rolls_back(
     browser.screenshot("overview")
 
     driver.find_element(By.LINK_TEXT, NAME).click()
-    browser.wait_for(shown.title_contains(NAME), "the prompt page")
+    browser.wait_for(shown.title_is(f"{NAME} · gepa-sidecar"), "the prompt page")
     assert len(driver.find_elements(By.CSS_SELECTOR, "svg.lineage a.node")) == 4
     assert "0.725" in text_of(driver, "#status-awaiting_approval")
     browser.screenshot("prompt")
 
     driver.find_element(By.LINK_TEXT, f"v{awaiting}").click()
-    browser.wait_for(shown.title_contains(f"v{awaiting}"), "the candidate page")
+    browser.wait_for(shown.title_is(f"{NAME} v{awaiting} · gepa-sidecar"), "the candidate page")
     flags = driver.find_element(By.CSS_SELECTOR, "section.flags")
     assert FLAG in flags.text
     assert flags.value_of_css_property("color") == "rgba(179, 38, 30, 1)"  # the page's red
@@ -157,7 +157,7 @@ def test_a_person_approves_the_flagged_candidate_and_rolls_back(
     browser.screenshot("approved")
 
     driver.find_element(By.LINK_TEXT, NAME).click()
-    browser.wait_for(shown.title_contains(NAME), "the prompt page")
+    browser.wait_for(shown.title_is(f"{NAME} · gepa-sidecar"), "the prompt page")
     assert text_of(driver, ".active-version") == f"v{awaiting}"
     Select(driver.find_element(By.CSS_SELECTOR, "#rollback-to")).select_by_visible_text(
         f"v{active}"
@@ -169,6 +169,15 @@ def test_a_person_approves_the_flagged_candidate_and_rolls_back(
     assert text_of(driver, ".active-version") == f"v{active}"
     wait_until(lambda: running.served_version() == active, what=f"v{active} served again")
     browser.screenshot("rolled-back")
+
+    driver.find_element(By.CSS_SELECTOR, "svg.lineage a.status-pool").click()
+    browser.wait_for(shown.title_is(f"{NAME} v3 · gepa-sidecar"), "the pooled version's page")
+    reject = "form[data-endpoint$='/candidates/3/reject']"
+    fill(driver, f"{reject} input[name=by]", "bob")
+    fill(driver, f"{reject} input[name=reason]", "apologies add nothing")
+    driver.find_element(By.CSS_SELECTOR, f"{reject} button").click()
+    flash(browser, "v3 rejected")
+    assert "rejected" in text_of(driver, "h1 .badge")
 
 
 def test_without_javascript_the_pages_read_and_nothing_can_post(running: Running) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 import httpx
@@ -16,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from sidecar.store.admin_reads import live_scores
 from sidecar.store.candidates import candidate_means, insert_candidate
 from tests.admin_world import FLAG, KEY, AdminWorld, stage
 from tests.integration.test_http import serving
@@ -139,6 +140,17 @@ def test_every_field_has_a_label_and_every_picture_a_title(site: Site) -> None:
         for svg in outline.having("svg"):
             assert svg["role"] == "img" and svg["aria-labelledby"], svg
         assert outline.having("main", id="main") and outline.having("html", lang="en")
+
+
+def test_the_trend_reads_judged_events_received_since_and_at_most_limit(site: Site) -> None:
+    now = datetime.now(UTC)
+    week = live_scores(site.engine, NAME, now - timedelta(days=7))
+    assert len(week) == (36 + 35) * 4 and week == sorted(week)
+    assert {version for _, _, version in week} == {1, 2}
+    since_v2 = live_scores(site.engine, NAME, now - timedelta(hours=40))  # v2 was received 36h ago
+    assert {version for _, _, version in since_v2} == {2}
+    assert len(live_scores(site.engine, NAME, now - timedelta(days=7), limit=10)) == 10
+    assert live_scores(site.engine, "another-prompt", now - timedelta(days=7)) == []
 
 
 def test_no_decision_form_on_a_version_past_deciding(site: Site) -> None:
