@@ -47,7 +47,7 @@ SHADOW: dict[str, Any] = {
         "returns": {"n": 14, "mean_delta": -0.04},
     },
     "regressed": ["returns"],
-    "decision": "passed",
+    "decision": "pass",
     "reason": "better on 60 paired events (p=0.0004)",
     "champion_version": 2,
     "mode": "pointwise",

@@ -17,11 +17,11 @@ MARGIN_TOP = 16
 MARGIN_BOTTOM = 36
 TREND_BUCKETS = 48
 
-NODE_WIDTH = 150
+NODE_WIDTH = 190
 NODE_HEIGHT = 46
 LAYER_GAP = 64
 NODE_GAP = 24
-SUMMARY_CHARS = 20
+SUMMARY_CHARS = 27
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +116,21 @@ def trend_svg(points: Sequence[TrendPoint], title: str) -> str:
         versions = ", ".join(f"v{v}" for v in point.versions)
         parts.append(
             f'<circle class="point" cx="{x_of(point):.1f}" cy="{y_of(point):.1f}" r="3">'
-            f"<title>{_when(point.start)}: mean {point.mean:.3f} over {point.n} "
+            f"<title>{_when(point.start, last - first)}: mean {point.mean:.3f} over {point.n} "
             f"({escape(versions)})</title></circle>"
         )
     bottom = TREND_HEIGHT - 12
     parts.append(
-        f'<text class="axis" x="{MARGIN_LEFT}" y="{bottom}">{_when(first)}</text>'
+        f'<text class="axis" x="{MARGIN_LEFT}" y="{bottom}">{_when(first, last - first)}</text>'
         f'<text class="axis" x="{TREND_WIDTH - MARGIN_RIGHT}" y="{bottom}" '
-        f'text-anchor="end">{_when(last)}</text></svg>'
+        f'text-anchor="end">{_when(last, last - first)}</text></svg>'
     )
     return "".join(parts)
 
 
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M")
+def _when(moment: datetime, span: timedelta = timedelta(days=1)) -> str:
+    """A time as precise as the plot's span needs: seconds when it covers less than two hours."""
+    return moment.strftime("%H:%M:%S" if span < timedelta(hours=2) else "%Y-%m-%d %H:%M")
 
 
 def _trend_description(points: Sequence[TrendPoint]) -> str:
@@ -137,8 +138,10 @@ def _trend_description(points: Sequence[TrendPoint]) -> str:
         return "No judged traffic yet."
     means = [p.mean for p in points]
     total = sum(p.n for p in points)
+    span = points[-1].start - points[0].start
     return (
-        f"{total} judged events from {_when(points[0].start)} to {_when(points[-1].start)}: "
+        f"{total} judged events from {_when(points[0].start, span)} to "
+        f"{_when(points[-1].start, span)}: "
         f"mean per period between {min(means):.3f} and {max(means):.3f}, "
         f"last {means[-1]:.3f}."
     )

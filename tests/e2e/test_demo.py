@@ -88,6 +88,13 @@ def test_the_demo_serves_until_it_is_told_to_stop(tmp_path: Path) -> None:
         assert url is not None
         reply = httpx.post(f"{url[1]}/chat", json={"message": "Where is my refund?"}, timeout=30)
         assert reply.json()["prompt_version"] > 1
+        look = next(line for line in lines if line.strip().startswith("look "))
+        admin = re.search(r"(http://127\.0\.0\.1:\d+/)  \(the admin page; its token: \S+\)", look)
+        assert admin is not None, look
+        page = httpx.get(admin[1], timeout=30)
+        assert page.status_code == 200
+        active = re.search(r'Active version:\s*<a class="active-version" [^>]*>v(\d+)<', page.text)
+        assert active is not None and int(active[1]) == reply.json()["prompt_version"]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=scaled(60)) == 0
     finally:

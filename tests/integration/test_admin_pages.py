@@ -117,6 +117,8 @@ def test_the_candidate_page_shows_the_diff_evidence_flags_and_feedback(site: Sit
     assert "returns 14 -0.040 regressed" in words
     assert "billing 22 +0.210" in words
     assert "Mean delta +0.150" in words
+    assert "p (better), wilcoxon-exact 0.0004" in words
+    assert candidate.having("strong", **{"class": "decision-pass"})
     assert "0.50 — quotes the order number, but the apology is missing" in words
     assert "Quote the order number back to the customer." in words
     assert candidate.having("ins") and candidate.having("del")
