@@ -50,16 +50,22 @@ class Sidecar:
 
     def metric(self, name: str) -> float | None:
         """One unlabelled sample of the process's /metrics (None before the server is up)."""
+        return next((value for labels, value in self.samples(name) if not labels), None)
+
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Every sample called `name` in the process's /metrics, with its labels (none before
+        the server is up)."""
         found = SERVING.search(self.log.read_bytes())
         if found is None:
-            return None
+            return []
         url = f"http://127.0.0.1:{int(found[1])}/metrics"
         page = httpx.get(url, timeout=scaled(10)).text
-        for family in text_string_to_metric_families(page):
-            for sample in family.samples:
-                if sample.name == name and not sample.labels:
-                    return sample.value
-        return None
+        return [
+            (dict(sample.labels), sample.value)
+            for family in text_string_to_metric_families(page)
+            for sample in family.samples
+            if sample.name == name
+        ]
 
     def paused(self) -> bool:
         return self.metric(PAUSED) == 1.0
