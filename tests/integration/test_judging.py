@@ -367,4 +367,7 @@ def test_a_partition_that_moves_over_is_judged_from_its_oldest_event(
         wait_until(lambda: len(judged(engine)) == 40, 60, "partition 0 judged too")
     finally:
         worker.stop()
-    assert llm_server.requests["ok"] == 40
+    # Each event judged once, counted where the verdicts are used: the server also counts a call
+    # the gateway gave up on after its 0.5 s timeout (a loaded machine) and asked again.
+    assert metric_value(metrics, "judge_requests_total", outcome="ok") == 40
+    assert len(judgments_for(engine)) == 40
