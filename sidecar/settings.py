@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     judge_max_tokens: Annotated[int, Field(ge=16, le=8192)] = 400
     judge_retry_after_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = 60.0
     judge_poll_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+    judge_budget_usd_per_hour: Annotated[float | None, Field(gt=0.0)] = None
+    judge_max_per_minute: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    judge_max_event_age_hours: Annotated[float, Field(gt=0.0)] = 168.0
     local_model_path: Path | None = None
 
     optimize_schedule: str = "3600"
@@ -249,6 +252,31 @@ class JudgeBlock(BaseModel):
         return self
 
 
+class JudgingBlock(BaseModel):
+    """What judging a prompt's live traffic may cost, and how old an event may be and still be
+    judged; a value left out is the JUDGE_* setting of the same name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budget_usd_per_hour: Annotated[float | None, Field(gt=0.0)] = None
+    max_per_minute: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    max_event_age_hours: Annotated[float | None, Field(gt=0.0)] = None
+
+
+SegmentName = Annotated[str, Field(min_length=1, max_length=200)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0, strict=False, allow_inf_nan=False)]
+
+
+class SamplingBlock(BaseModel):
+    """Which share of a prompt's events is kept: `rate` (else SAMPLE_RATE) and a rate per
+    `metadata.segment`, e.g. every event of a rare segment and 5% of a common one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate: Rate | None = None
+    segments: dict[SegmentName, Rate] = Field(default_factory=dict)
+
+
 class PromptSpec(BaseModel):
     """One managed prompt in CONFIG_FILE: its seed components, how to run it, how to judge it."""
 
@@ -258,6 +286,8 @@ class PromptSpec(BaseModel):
     seed: Annotated[dict[str, str], Field(min_length=1)]
     task: dict[str, Any] | None = None
     judge: JudgeBlock | None = None
+    judging: JudgingBlock | None = None
+    sampling: SamplingBlock | None = None
 
 
 class PromptsConfig(BaseModel):

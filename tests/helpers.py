@@ -9,7 +9,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,17 @@ def wait_until(
         time.sleep(0.05)
 
 
+RECENT = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+"""The events' default timestamp: recent, so no judge's age limit expires them."""
+
+
 def make_event(rng: random.Random, **overrides: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "schema_version": 1,
         "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "prompt_name": "customer-care",
         "prompt_version": 1,
-        "timestamp": datetime(2026, 11, 25, 12, 0, tzinfo=UTC).isoformat(),
+        "timestamp": RECENT.isoformat(),
         "inputs": {"user_message": f"Where is order {rng.randint(1, 99999)}?"},
         "output": "It ships tomorrow.",
         "metadata": {"segment": rng.choice(["billing", "shipping"])},

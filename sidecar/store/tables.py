@@ -36,6 +36,7 @@ class Event(SQLModel, table=True):
     trace: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType))
     meta: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSONType))
     segment: str | None = Field(default=None, max_length=200)
+    sample_rate: float | None = None
     source_partition: int
     source_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
 
@@ -48,6 +49,21 @@ class IngestCount(SQLModel, table=True):
     prompt_name: str = Field(primary_key=True, max_length=200)
     outcome: str = Field(primary_key=True, max_length=32)
     count: int = 0
+
+
+class Spend(SQLModel, table=True):
+    """Model spend per prompt, purpose (judge, shadow, optimize) and minute, from every replica:
+    what the judge's hourly cap and `status` read. `cost_usd` holds only priced calls; calls to
+    a model with no price are counted in `unpriced_calls`, their cost unknown."""
+
+    __tablename__ = "spend"
+
+    prompt_name: str = Field(primary_key=True, max_length=200)
+    purpose: str = Field(primary_key=True, max_length=16)
+    minute: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    cost_usd: float = 0.0
+    calls: int = 0
+    unpriced_calls: int = 0
 
 
 class Judgment(SQLModel, table=True):
