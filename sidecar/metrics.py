@@ -79,6 +79,30 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.judge_expired = Counter(
+            PREFIX + "judge_expired",
+            "Events left unjudged because they were older than JUDGE_MAX_EVENT_AGE_HOURS.",
+            ["prompt"],
+            registry=self.registry,
+        )
+        self.judge_backlog = Gauge(
+            PREFIX + "judge_backlog_events",
+            "Events this replica still owes a verdict (never judged, or failed and waiting).",
+            ["prompt"],
+            registry=self.registry,
+        )
+        self.judge_oldest_unjudged = Gauge(
+            PREFIX + "judge_oldest_unjudged_seconds",
+            "Age of the oldest event still owed a verdict (its traffic timestamp); 0 if none.",
+            ["prompt"],
+            registry=self.registry,
+        )
+        self.judge_capped = Gauge(
+            PREFIX + "judge_capped",
+            "1 while a cap (budget|rate) holds back judging that is waiting, by prompt.",
+            ["prompt", "cap"],
+            registry=self.registry,
+        )
         self.llm_request_duration = Histogram(
             PREFIX + "llm_request_duration_seconds",
             "Wall time of each model call (each attempt), by role.",
@@ -183,6 +207,10 @@ class Metrics:
     def _start_at_zero(self, publish_targets: Iterable[str]) -> None:
         for outcome in JUDGE_OUTCOMES:
             self.judge_requests.labels(outcome)
+        for prompt in self.managed:
+            self.judge_expired.labels(prompt)
+            for cap in ("budget", "rate"):
+                self.judge_capped.labels(prompt, cap).set(0)
         for outcome in RUN_OUTCOMES:
             self.optimization_runs.labels(outcome)
         for outcome in SHADOW_OUTCOMES:

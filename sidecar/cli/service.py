@@ -131,12 +131,16 @@ def demo(
 
 
 def status(json_output: JsonFlag = False) -> None:
-    """Counts of consumed events, optimization spend, and each prompt's active version."""
+    """Counts of consumed and judged events, spend on judging, shadow and optimization over
+    the last hour and day, and each prompt's active version."""
+    from datetime import UTC, datetime
+
     from sidecar.store.repository import status_summary
+    from sidecar.store.spend import spend_summary
 
     settings = load_settings()
     engine = database(settings)
-    summary = status_summary(engine)
+    summary = {**status_summary(engine), "spend": spend_summary(engine, datetime.now(UTC))}
     engine.dispose()
     if json_output:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -152,6 +156,10 @@ def _format_status(summary: dict[str, Any]) -> str:
         f"optimize   runs={optimization['runs']}  metric_calls={optimization['metric_calls']}"
         f"  cost_usd={optimization['cost_usd']:.4f}",
     ]
+    spend = summary["spend"]
+    for window, title in (("last_hour", "last hour"), ("last_day", "last day ")):
+        parts = "  ".join(f"{purpose}={_money(spend[purpose][window])}" for purpose in spend)
+        lines.append(f"spend      {title}  {parts}")
     for name, prompt in summary["prompts"].items():
         published = "  ".join(f"{t}=v{v}" for t, v in sorted(prompt["published"].items()))
         lines.append(
@@ -160,3 +168,12 @@ def _format_status(summary: dict[str, Any]) -> str:
             f"pending_publishes={prompt['pending_publishes']}"
         )
     return "\n".join(lines)
+
+
+def _money(total: dict[str, Any]) -> str:
+    """Dollars; calls to a model with no price make the spend unknown, never $0."""
+    if total["known"]:
+        return f"${total['cost_usd']:.4f}"
+    if total["cost_usd"]:
+        return f"${total['cost_usd']:.4f}+unknown({total['unpriced_calls']} unpriced calls)"
+    return f"unknown({total['unpriced_calls']} unpriced calls)"

@@ -1,9 +1,14 @@
 """Judge workers: a thread with its own event loop that judges stored events as they arrive.
 
 Work comes from the store, never from memory: events with no judgment under the current judge
-version, and failed judgments whose retry time has come. A restart therefore resumes exactly
-where the last process stopped, and an event the judge could not score is kept as a
-`judge_error` and tried again later (the wait doubles up to an hour), never dropped.
+version, newest first, and failed judgments whose retry time has come. A restart therefore
+resumes exactly where the last process stopped, and an event the judge could not score is kept
+as a `judge_error` and tried again later (the wait doubles up to an hour), never dropped.
+
+Each prompt's caps (`JudgeCaps`: judgments a minute, USD an hour) decide how many judgments may
+start; when one binds, the events wait in the store. A backlog pass every few seconds marks
+events older than the age limit `expired` (kept and counted, never judged), measures what is
+still owed, and reads the judge spend of other processes for the hourly budget.
 
 Replicas on one PostgreSQL share the work as they share the topic: each judges the events
 consumed from the partitions its consumer owns now (`owned`), so every event is judged by one
@@ -18,16 +23,18 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
 from sidecar.errors import LlmError, StoreError
+from sidecar.judge.caps import CAPS, HOUR_S, JudgeCaps, JudgingLimits
 from sidecar.judge.judge import Judge, judge_for
 from sidecar.judge.verdict import InvalidReply
 from sidecar.llm.gateway import Gateway, load_litellm
+from sidecar.llm.ledger import metering
 from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
 from sidecar.settings import PromptsConfig
@@ -35,16 +42,26 @@ from sidecar.store.judgments import (
     JudgmentRecord,
     PendingEvent,
     active_versions,
+    backlog,
     due_judgment_retries,
+    expire_events,
     store_judgments,
     unjudged_events,
 )
+from sidecar.store.spend import SpendTotal, spend_since
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_WAIT_S = 3600.0
 FLUSH_EVERY_S = 0.1
 FLUSH_AT = 64
+BACKLOG_EVERY_S = 10.0
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def retry_wait_s(failures: int, first_wait_s: float) -> float:
@@ -54,10 +71,52 @@ def retry_wait_s(failures: int, first_wait_s: float) -> float:
 
 @dataclass
 class _Lane:
-    """One managed prompt: its judge and how far through its events the worker has read."""
+    """One managed prompt: its judge, its caps, and where its unjudged events can be.
+
+    Every event at or below `floor` is settled (judged, failed or expired). The current sweep
+    has looked at every id in [`below`, `top`]; new events arrive above `top`, older ones wait
+    between `floor` and `below`. Each backlog pass starts a new sweep from `floor`, so an event
+    whose insert committed after a higher id's is found then."""
 
     judge: Judge
-    cursor: int = 0
+    limits: JudgingLimits
+    caps: JudgeCaps
+    floor: int = 0
+    top: int = 0
+    below: int = 0
+    seen_highest: int = 0
+    waiting: int = 0
+    next_pass_at: float = 0.0
+    unpriced_told: bool = False
+    binding: set[str] = field(default_factory=set)
+
+    def sweep_from(self, floor: int) -> None:
+        self.floor = self.top = self.below = floor
+
+    def take(
+        self,
+        engine: Engine,
+        name: str,
+        wanted: int,
+        partitions: frozenset[int] | None,
+        busy: Collection[int],
+    ) -> list[PendingEvent]:
+        """The newest `wanted` unjudged events: new arrivals first, then the older ones."""
+        version = self.judge.version
+        found = unjudged_events(engine, name, version, self.top, None, wanted, partitions, busy)
+        if len(found) == wanted:
+            self.below = found[-1].row_id  # what lies between the old top and these waits too
+            self.top = found[0].row_id
+            return found
+        self.top = max([self.top, self.seen_highest] + [event.row_id for event in found[:1]])
+        rest = wanted - len(found)
+        if self.below > self.floor:
+            older = unjudged_events(
+                engine, name, version, self.floor, self.below, rest, partitions, busy
+            )
+            self.below = older[-1].row_id if len(older) == rest else self.floor
+            found += older
+        return found
 
 
 Owned = Callable[[], frozenset[int] | None]
@@ -78,8 +137,10 @@ class JudgeWorker:
         prompts: PromptsConfig,
         metrics: Metrics,
         owned: Owned = every_partition,
+        clock: Clock = utc_now,
     ) -> None:
         self.engine = engine
+        self.clock = clock
         self.gateway = gateway
         self.metrics = metrics
         settings = gateway.settings
@@ -87,7 +148,13 @@ class JudgeWorker:
         self.retry_after_s = settings.judge_retry_after_s
         self.capacity = 2 * settings.judge_concurrency
         self.refill_below = settings.judge_concurrency + 1
-        self.lanes = {spec.name: _Lane(judge_for(gateway, spec)) for spec in prompts.prompts}
+        start = clock().timestamp()
+        self.lanes = {}
+        for spec in prompts.prompts:
+            limits = JudgingLimits.of(settings, spec)
+            self.lanes[spec.name] = _Lane(
+                judge_for(gateway, spec), limits, JudgeCaps(limits, start)
+            )
         self._stopping = threading.Event()
         self._drain_limit_s = math.inf
         self._thread = threading.Thread(target=self._main, name="judge", daemon=True)
@@ -99,6 +166,8 @@ class JudgeWorker:
         self.failed: BaseException | None = None
 
     def start(self) -> JudgeWorker:
+        for name, lane in self.lanes.items():
+            log.info("judging %s: %s", name, lane.limits.describe())
         if self.lanes:
             self._thread.start()
         return self
@@ -159,17 +228,42 @@ class JudgeWorker:
         return min(10.0, self.gateway.settings.llm_timeout_s + 1.0, self._drain_limit_s)
 
     def _collect(self, done: set[asyncio.Task[JudgmentRecord]]) -> None:
+        now = self.clock().timestamp()
         for task in done:
             record = task.result()
             self._inflight.pop(record.row_id, None)
             self._pending.append(record)
+            lane = self.lanes.get(record.prompt_name)
+            if lane is not None:
+                spend = record.spend
+                lane.caps.finish(now, spend.cost_usd, spend.calls, spend.unpriced_calls)
+                self._tell_unpriced(record.prompt_name, lane)
+
+    def _tell_unpriced(self, name: str, lane: _Lane) -> None:
+        budget = lane.caps.budget
+        if budget is None or not budget.unpriced or lane.unpriced_told:
+            return
+        lane.unpriced_told = True
+        held = (
+            f"JUDGE_MAX_PER_MINUTE ({lane.limits.max_per_minute}) holds it"
+            if lane.limits.max_per_minute is not None
+            else "set JUDGE_MAX_PER_MINUTE to hold it"
+        )
+        log.warning(
+            "judge model %s has no price in litellm's cost map: the budget of $%g an hour "
+            "cannot hold %s's judging, whose spend shows as unknown; %s",
+            self.gateway.roles["judge"].model,
+            budget.usd_per_hour,
+            name,
+            held,
+        )
 
     async def _flush(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
         try:
-            await asyncio.to_thread(store_judgments, self.engine, batch, datetime.now(UTC))
+            await asyncio.to_thread(store_judgments, self.engine, batch, self.clock())
         except StoreError as exc:
             log.warning("cannot store %d judgments yet: %s", len(batch), exc)
             self._pending = batch + self._pending
@@ -201,34 +295,93 @@ class JudgeWorker:
 
     def _next_events(self, room: int) -> list[tuple[_Lane, PendingEvent]]:
         chosen: list[tuple[_Lane, PendingEvent]] = []
-        now = datetime.now(UTC)
+        now = self.clock()
         share = max(1, room // max(1, len(self.lanes)))
         # Judged but not yet written: the store still shows these as due.
         busy = set(self._inflight) | {record.row_id for record in self._pending}
         partitions = self._partitions()
         for name, lane in self.lanes.items():
-            version = lane.judge.version
-            retries = due_judgment_retries(self.engine, name, version, now, share, busy, partitions)
-            fresh = unjudged_events(
-                self.engine, name, version, lane.cursor, max(0, share - len(retries)), partitions
+            if time.monotonic() >= lane.next_pass_at:
+                self._backlog_pass(name, lane, now, partitions, busy)
+            admitted = lane.caps.admit(share, now.timestamp())
+            events: list[PendingEvent] = []
+            try:
+                if admitted:
+                    version = lane.judge.version
+                    events = due_judgment_retries(
+                        self.engine, name, version, now, admitted, busy, partitions
+                    )
+                if admitted > len(events):
+                    events += lane.take(self.engine, name, admitted - len(events), partitions, busy)
+            finally:
+                lane.caps.release(admitted - len(events))
+            waiting = lane.waiting > 0 or (0 < admitted == len(events))
+            self._show_caps(name, lane, lane.caps.binding if waiting else set())
+            chosen.extend((lane, event) for event in events)
+        return chosen
+
+    def _backlog_pass(
+        self,
+        name: str,
+        lane: _Lane,
+        now: datetime,
+        partitions: frozenset[int] | None,
+        busy: Collection[int],
+    ) -> None:
+        """Expire what is too old, measure what is owed, and read the hour's judge spend."""
+        lane.next_pass_at = time.monotonic() + BACKLOG_EVERY_S
+        version = lane.judge.version
+        label = self.metrics.prompt_label(name)
+        cutoff = now - timedelta(hours=lane.limits.max_event_age_hours)
+        expired = expire_events(
+            self.engine, name, version, cutoff, lane.floor, now, partitions, busy
+        )
+        if expired:
+            self.metrics.judge_expired.labels(label).inc(expired)
+            log.info(
+                "%d events of %s older than %gh expired unjudged",
+                expired,
+                name,
+                lane.limits.max_event_age_hours,
             )
-            if fresh:
-                lane.cursor = fresh[-1].row_id
-            chosen.extend((lane, event) for event in retries + fresh)
-        return chosen[:room]
+        owed = backlog(self.engine, name, version, lane.floor, partitions)
+        lane.waiting = owed.events
+        self.metrics.judge_backlog.labels(label).set(owed.events)
+        oldest = 0.0 if owed.oldest is None else (now - _utc(owed.oldest)).total_seconds()
+        self.metrics.judge_oldest_unjudged.labels(label).set(max(0.0, oldest))
+        settled = owed.highest if owed.lowest_unjudged is None else owed.lowest_unjudged - 1
+        lane.sweep_from(max(lane.floor, min(settled, lane.seen_highest)))
+        lane.seen_highest = owed.highest
+        budget = lane.caps.budget
+        if budget is not None:
+            hour = spend_since(self.engine, name, "judge", now - timedelta(seconds=HOUR_S))
+            budget.others_usd = max(0.0, hour.cost_usd - budget.own_usd(now.timestamp()))
+
+    def _show_caps(self, name: str, lane: _Lane, binding: set[str]) -> None:
+        if binding == lane.binding:
+            return
+        label = self.metrics.prompt_label(name)
+        for cap in CAPS:
+            self.metrics.judge_capped.labels(label, cap).set(1 if cap in binding else 0)
+        if binding - lane.binding:
+            log.info("judging %s waits for its %s cap", name, " and ".join(sorted(binding)))
+        lane.binding = set(binding)
 
     def _partitions(self) -> frozenset[int] | None:
-        """This replica's share now; when it changed, every lane reads again from the start,
-        as a partition that came over may hold events older than the cursor."""
+        """This replica's share now; when it changed, every lane sweeps again from the start,
+        as a partition that came over may hold events below the lane's floor."""
         partitions = self._owned()
         if partitions != self._share:
             self._share = partitions
             for lane in self.lanes.values():
-                lane.cursor = 0
+                lane.sweep_from(0)
+                lane.seen_highest = 0
+                lane.next_pass_at = 0.0
         return partitions
 
     async def _judge(self, lane: _Lane, event: PendingEvent) -> JudgmentRecord:
-        """Never raises: every outcome is a record to store."""
+        """Never raises: every outcome is a record to store, with what it cost."""
+        meter = metering()
         base = JudgmentRecord(
             row_id=event.row_id,
             prompt_name=event.prompt_name,
@@ -243,10 +396,17 @@ class JudgeWorker:
             log.exception("judging event %d failed unexpectedly", event.row_id)
             error = f"unexpected {type(exc).__name__}: {exc}"
         else:
-            return replace(base, score=verdict.score, feedback=verdict.feedback)
+            spend = SpendTotal(meter.cost_usd, meter.calls, meter.unpriced_calls)
+            return replace(base, score=verdict.score, feedback=verdict.feedback, spend=spend)
         wait = retry_wait_s(event.attempts + 1, self.retry_after_s)
         return replace(
             base,
             error=error[:1000],
-            next_attempt_at=datetime.now(UTC) + timedelta(seconds=wait),
+            next_attempt_at=self.clock() + timedelta(seconds=wait),
+            spend=SpendTotal(meter.cost_usd, meter.calls, meter.unpriced_calls),
         )
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; the store keeps UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -4,6 +4,7 @@ model has no price in litellm's cost map; those requests are counted as unpriced
 from __future__ import annotations
 
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 
@@ -14,6 +15,26 @@ class RoleSpend:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     unpriced_requests: int = 0
+
+
+@dataclass
+class Meter:
+    """What one piece of work (e.g. one judgment, however many calls it took) spent."""
+
+    cost_usd: float = 0.0
+    calls: int = 0
+    unpriced_calls: int = 0
+
+
+_meter: ContextVar[Meter | None] = ContextVar("spend_meter", default=None)
+
+
+def metering() -> Meter:
+    """A new meter for the calls made from here in the current task and the tasks it starts
+    (they copy its context); call it at the start of an asyncio task of its own."""
+    meter = Meter()
+    _meter.set(meter)
+    return meter
 
 
 class Ledger:
@@ -36,6 +57,11 @@ class Ledger:
                 cost_usd=spend.cost_usd + (cost_usd or 0.0),
                 unpriced_requests=spend.unpriced_requests + (cost_usd is None),
             )
+        meter = _meter.get()
+        if meter is not None:
+            meter.calls += 1
+            meter.cost_usd += cost_usd or 0.0
+            meter.unpriced_calls += cost_usd is None
 
     def snapshot(self) -> dict[str, RoleSpend]:
         with self._lock:

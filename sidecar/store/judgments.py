@@ -4,14 +4,15 @@ Each call is one transaction; errors leave as one-line `StoreError`s."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import DateTime, Engine, Integer, String, func, literal, select, update
 from sqlmodel import Session
 
 from sidecar.store.repository import dialect_insert, transaction
+from sidecar.store.spend import SpendTotal, add_spend
 from sidecar.store.tables import Candidate, Event, Judgment
 
 
@@ -40,6 +41,23 @@ class JudgmentRecord:
     feedback: str | None = None
     error: str | None = None
     next_attempt_at: datetime | None = None
+    spend: SpendTotal = field(default_factory=SpendTotal)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Events of a prompt still owed a verdict under one judge version: never judged, and
+    failed ones awaiting a retry; `lowest_unjudged` bounds where the next scan starts."""
+
+    unjudged: int
+    errors: int
+    oldest: datetime | None
+    lowest_unjudged: int | None
+    highest: int
+
+    @property
+    def events(self) -> int:
+        return self.unjudged + self.errors
 
 
 _PENDING_COLUMNS = (
@@ -52,31 +70,133 @@ _PENDING_COLUMNS = (
 )
 
 
-def unjudged_events(
-    engine: Engine,
-    prompt_name: str,
-    judge_version: str,
-    after_id: int,
-    limit: int,
-    partitions: Collection[int] | None = None,
-) -> list[PendingEvent]:
-    """Events of a prompt with no judgment yet under this judge version, oldest first; only
-    those consumed from `partitions` when given (a replica's share)."""
-    judged = (
+def _judged(judge_version: str) -> Any:
+    return (
         select(Judgment.id)
         .where(Judgment.event_row_id == Event.id, Judgment.judge_version == judge_version)
         .exists()
     )
+
+
+def unjudged_events(
+    engine: Engine,
+    prompt_name: str,
+    judge_version: str,
+    above: int,
+    below: int | None,
+    limit: int,
+    partitions: Collection[int] | None = None,
+    exclude: Collection[int] = (),
+) -> list[PendingEvent]:
+    """Events of a prompt with no judgment yet under this judge version, with ids between
+    `above` and `below` (exclusive; None: no upper bound), newest first, leaving out `exclude`
+    (in flight); only those consumed from `partitions` when given (a replica's share)."""
     query = (
         select(*_PENDING_COLUMNS)
-        .where(Event.prompt_name == prompt_name, Event.id > after_id, ~judged)  # type: ignore[operator]
-        .order_by(Event.id)  # type: ignore[arg-type]
+        .where(Event.prompt_name == prompt_name, Event.id > above, ~_judged(judge_version))  # type: ignore[operator]
+        .order_by(Event.id.desc())  # type: ignore[union-attr]
         .limit(limit)
     )
+    if below is not None:
+        query = query.where(Event.id < below)  # type: ignore[operator]
+    if exclude:
+        query = query.where(Event.id.notin_(exclude))  # type: ignore[union-attr]
     if partitions is not None:
         query = query.where(Event.source_partition.in_(partitions))  # type: ignore[attr-defined]
     with transaction(engine) as connection:
         return [PendingEvent(*row) for row in connection.execute(query)]
+
+
+def expire_events(
+    engine: Engine,
+    prompt_name: str,
+    judge_version: str,
+    older_than: datetime,
+    above: int,
+    now: datetime,
+    partitions: Collection[int] | None = None,
+    exclude: Collection[int] = (),
+) -> int:
+    """Mark events whose traffic is older than `older_than` and still owe a verdict (never
+    judged, or failed and waiting) `expired`: kept, counted, never judged. Returns how many."""
+    old = [Event.prompt_name == prompt_name, Event.timestamp < older_than]  # type: ignore[operator]
+    if exclude:
+        old.append(Event.id.notin_(exclude))  # type: ignore[union-attr]
+    if partitions is not None:
+        old.append(Event.source_partition.in_(partitions))  # type: ignore[attr-defined]
+    never_judged = select(
+        Event.id,
+        Event.prompt_name,
+        Event.prompt_version,
+        literal(judge_version, String()),
+        literal("expired", String()),
+        literal(0, Integer()),
+        literal(now, DateTime(timezone=True)),
+        literal(now, DateTime(timezone=True)),
+    ).where(*old, Event.id > above, ~_judged(judge_version))  # type: ignore[operator]
+    failed = select(Event.id).where(*old)
+    with transaction(engine) as connection:
+        inserted = connection.execute(
+            dialect_insert(connection)(Judgment)
+            .from_select(
+                [
+                    "event_row_id",
+                    "prompt_name",
+                    "prompt_version",
+                    "judge_version",
+                    "status",
+                    "attempts",
+                    "created_at",
+                    "updated_at",
+                ],
+                never_judged,
+            )
+            .on_conflict_do_nothing(index_elements=["event_row_id", "judge_version"])
+            .returning(Judgment.id)  # type: ignore[arg-type]
+        ).all()
+        given_up = connection.execute(
+            update(Judgment)
+            .where(
+                Judgment.judge_version == judge_version,
+                Judgment.prompt_name == prompt_name,
+                Judgment.status == "error",
+                Judgment.event_row_id.in_(failed),  # type: ignore[attr-defined]
+            )
+            .values(status="expired", next_attempt_at=None, updated_at=now)
+            .returning(Judgment.id)  # type: ignore[arg-type]
+        ).all()
+    return len(inserted) + len(given_up)
+
+
+def backlog(
+    engine: Engine,
+    prompt_name: str,
+    judge_version: str,
+    above: int,
+    partitions: Collection[int] | None = None,
+) -> Backlog:
+    """How many events still owe a verdict and how old the oldest is; unjudged events are
+    looked for above `above` only (everything at or below it is known to be settled)."""
+    mine = [Event.prompt_name == prompt_name]
+    if partitions is not None:
+        mine.append(Event.source_partition.in_(partitions))  # type: ignore[attr-defined]
+    unjudged = select(func.count(), func.min(Event.id), func.min(Event.timestamp)).where(
+        *mine,
+        Event.id > above,  # type: ignore[operator]
+        ~_judged(judge_version),
+    )
+    failed = (
+        select(func.count(), func.min(Event.timestamp))
+        .join(Judgment, Judgment.event_row_id == Event.id)  # type: ignore[arg-type]
+        .where(*mine, Judgment.judge_version == judge_version, Judgment.status == "error")
+    )
+    highest = select(func.max(Event.id)).where(*mine)
+    with transaction(engine) as connection:
+        count, lowest, oldest_unjudged = connection.execute(unjudged).one()
+        errors, oldest_failed = connection.execute(failed).one()
+        top = connection.execute(highest).scalar_one()
+    oldest = min((t for t in (oldest_unjudged, oldest_failed) if t is not None), default=None)
+    return Backlog(int(count), int(errors), oldest, lowest, int(top or 0))
 
 
 def due_judgment_retries(
@@ -109,7 +229,8 @@ def due_judgment_retries(
 
 
 def store_judgments(engine: Engine, records: Sequence[JudgmentRecord], now: datetime) -> None:
-    """Upsert one row per (event, judge version); a stored `ok` is never overwritten by an error."""
+    """Upsert one row per (event, judge version), a stored `ok` never overwritten by an error,
+    and add what the judgments cost to the judge's spend, in one transaction."""
     if not records:
         return
     rows = [
@@ -129,7 +250,17 @@ def store_judgments(engine: Engine, records: Sequence[JudgmentRecord], now: date
         }
         for record in records
     ]
+    spent: dict[str, SpendTotal] = {}
+    for record in records:
+        total = spent.get(record.prompt_name, SpendTotal())
+        spent[record.prompt_name] = SpendTotal(
+            total.cost_usd + record.spend.cost_usd,
+            total.calls + record.spend.calls,
+            total.unpriced_calls + record.spend.unpriced_calls,
+        )
     with transaction(engine) as connection:
+        for prompt_name, spend in spent.items():
+            add_spend(connection, prompt_name, "judge", now, spend)
         statement = dialect_insert(connection)(Judgment).values(rows)
         excluded = statement.excluded
         statement = statement.on_conflict_do_update(

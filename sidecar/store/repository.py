@@ -230,12 +230,18 @@ def seed_prompt(engine: Engine, name: str, components: dict[str, str], now: date
 
 def status_summary(engine: Engine) -> dict[str, Any]:
     """What `gepa-sidecar status --json` prints: counters, optimization spend, active versions."""
-    events: dict[str, int] = {**ingest_totals(engine), "judged": 0, "judge_errors": 0}
+    events: dict[str, int] = {
+        **ingest_totals(engine),
+        "judged": 0,
+        "judge_errors": 0,
+        "expired": 0,
+    }
+    names_of = {"ok": "judged", "error": "judge_errors", "expired": "expired"}
     with transaction(engine) as connection:
         for status, total in connection.execute(
             select(Judgment.status, func.count()).group_by(Judgment.status)
         ):
-            events["judged" if status == "ok" else "judge_errors"] += int(total)
+            events[names_of[status]] += int(total)
         runs, calls, cost = connection.execute(
             select(
                 func.count(OptimizationRun.id),
