@@ -131,8 +131,7 @@ def test_prompt_caps_override_the_settings_and_say_so_in_one_line() -> None:
     assert mine == JudgingLimits(2.0, 30, 24.0)
     assert JudgingLimits.of(settings, None) == JudgingLimits(2.0, 300, 168.0)
     assert mine.describe() == (
-        "at most $2 an hour, at most 30 judgments a minute; "
-        "unjudged events older than 24h expire"
+        "at most $2 an hour, at most 30 judgments a minute; unjudged events older than 24h expire"
     )
     assert "no spend cap, no rate cap" in JudgingLimits.of(load_settings(), None).describe()
 
