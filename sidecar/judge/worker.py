@@ -138,9 +138,11 @@ class JudgeWorker:
         metrics: Metrics,
         owned: Owned = every_partition,
         clock: Clock = utc_now,
+        backlog_every_s: float = BACKLOG_EVERY_S,
     ) -> None:
         self.engine = engine
         self.clock = clock
+        self.backlog_every_s = backlog_every_s
         self.gateway = gateway
         self.metrics = metrics
         settings = gateway.settings
@@ -329,7 +331,7 @@ class JudgeWorker:
         busy: Collection[int],
     ) -> None:
         """Expire what is too old, measure what is owed, and read the hour's judge spend."""
-        lane.next_pass_at = time.monotonic() + BACKLOG_EVERY_S
+        lane.next_pass_at = time.monotonic() + self.backlog_every_s
         version = lane.judge.version
         label = self.metrics.prompt_label(name)
         cutoff = now - timedelta(hours=lane.limits.max_event_age_hours)
@@ -364,7 +366,7 @@ class JudgeWorker:
         for cap in CAPS:
             self.metrics.judge_capped.labels(label, cap).set(1 if cap in binding else 0)
         if binding - lane.binding:
-            log.info("judging %s waits for its %s cap", name, " and ".join(sorted(binding)))
+            log.debug("judging %s waits for its %s cap", name, " and ".join(sorted(binding)))
         lane.binding = set(binding)
 
     def _partitions(self) -> frozenset[int] | None:

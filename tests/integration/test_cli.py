@@ -24,7 +24,16 @@ from tests.llm_server import LlmServer
 # Deadlock guards, not speed limits.
 BROKER_READY_S = scaled(40)
 BROKER_EXIT_S = scaled(20)
-EVENT_KEYS = {"accepted", "sampled_out", "invalid", "duplicate", "judged", "judge_errors"}
+EVENT_KEYS = {
+    "accepted",
+    "sampled_out",
+    "invalid",
+    "duplicate",
+    "judged",
+    "judge_errors",
+    "expired",
+}
+SPEND_NONE = {"cost_usd": 0.0, "calls": 0, "unpriced_calls": 0, "known": True}
 OPTIMIZATION_KEYS = {"runs", "metric_calls", "cost_usd"}
 
 
@@ -116,6 +125,10 @@ def check_status_json(stdout: str) -> None:
     assert set(summary["optimization"]) == OPTIMIZATION_KEYS
     assert summary["optimization"]["runs"] == 0
     assert summary["prompts"]["customer-care"]["active_version"] == 1
+    assert summary["spend"] == {
+        purpose: {"last_hour": SPEND_NONE, "last_day": SPEND_NONE}
+        for purpose in ("judge", "shadow", "optimize")
+    }
 
 
 def test_status_json_on_sqlite(tmp_path: Path, sqlite_url: str) -> None:
@@ -139,6 +152,9 @@ def test_status_prints_human_text(tmp_path: Path, sqlite_url: str) -> None:
     assert "accepted=5" in result.stdout
     assert "customer-care" in result.stdout
     assert "active_version=1" in result.stdout
+    assert "spend      last hour  judge=$0.0000  shadow=$0.0000  optimize=$0.0000" in (
+        result.stdout
+    )
     with pytest.raises(json.JSONDecodeError):
         json.loads(result.stdout)
 

@@ -228,6 +228,7 @@ def test_status_summary(migrated: Engine) -> None:
         "duplicate": 0,
         "judged": 0,
         "judge_errors": 0,
+        "expired": 0,
     }
     assert summary["optimization"] == {"runs": 0, "metric_calls": 0, "cost_usd": 0.0}
     nothing_published = {"published": {}, "pending_publishes": 0}
