@@ -85,7 +85,7 @@ def _stored_ids(connection: Connection, keys: list[str]) -> set[str]:
 
 _EVENT_COLUMNS = (
     "event_id, prompt_name, prompt_version, timestamp, received_at, inputs, output, trace, "
-    "metadata, segment, source_partition, source_offset"
+    "metadata, segment, sample_rate, source_partition, source_offset"
 )
 
 
@@ -93,6 +93,8 @@ def _insert_events(
     connection: Connection, new: dict[str, ConsumedEvent], received_at: datetime
 ) -> set[str]:
     """The hot path of ingest: one driver-level executemany, JSON encoded in Rust by pydantic.
+    Each row keeps the rate its event was sampled at, which weighs it in the optimizer's and
+    the shadow gate's means.
 
     ON CONFLICT covers a replica racing us with the same id; only then are the rows re-read
     to tell ours (same partition and offset) from theirs.
@@ -102,7 +104,7 @@ def _insert_events(
     sqlite_dialect = connection.dialect.name == "sqlite"
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     statement = (
-        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join([mark] * 12)}) "
+        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join([mark] * 13)}) "
         "ON CONFLICT (event_id) DO NOTHING"
     )
     when = _sqlite_datetime if sqlite_dialect else _utc
@@ -119,6 +121,7 @@ def _insert_events(
             _json(item.event.trace),
             _json(item.event.metadata),
             item.event.segment,
+            item.sample_rate,
             item.partition,
             item.offset,
         )
