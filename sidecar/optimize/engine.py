@@ -9,10 +9,8 @@ is a new version (`pool`) with its lineage; each proposal, accepted or not, is a
 attempt the next reflection on that parent reads. At the end, frontier candidates scored on the
 whole Pareto set that beat the champion by the paired margin become `proposed`.
 
-Events weigh what they stand for in traffic (1/the rate ingest kept them at, `weights.py`):
-the frontier's win weights and pruning order, minibatch acceptance, the evidence's means and
-the run's reported scores. The window and its splits count events: an oversampled segment is
-there to be learned from and compared on, not to outvote the rest.
+Events weigh 1/the rate ingest kept them at (`weights.py`) wherever scores are aggregated; the
+window and its splits count events: an oversampled segment is there to learn from, not to vote.
 """
 
 from __future__ import annotations

@@ -14,24 +14,13 @@ from hypothesis import strategies as st
 
 from sidecar.shadow.gate import (
     EXACT_MAX_N,
-    GateRules,
     Pair,
     decide,
     effective_size,
     signed_rank_test,
 )
 from sidecar.shadow.signed_rank import _weighted_exact_tails
-
-RULES = GateRules(
-    min_pairs=30, alpha=0.05, min_effect=0.02, segment_delta=0.1, segment_min_pairs=10
-)
-
-
-def average_ranks(magnitudes: list[float]) -> list[float]:
-    return [
-        sum(1 for m in magnitudes if m < x) + (sum(1 for m in magnitudes if m == x) + 1) / 2
-        for x in magnitudes
-    ]
+from tests.unit.test_shadow_gate import RULES, average_ranks
 
 
 def enumerated_p(deltas: list[int], weights: list[float]) -> tuple[float, float]:
