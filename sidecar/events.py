@@ -129,8 +129,10 @@ class PromptDocument(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class ConsumedEvent:
-    """A valid event and where it was read in the traffic topic."""
+    """A valid event, where it was read in the traffic topic, and the rate ingest kept it at
+    (None where no rate applies: an event stored by other means)."""
 
     event: TrafficEvent
     partition: int
     offset: int
+    sample_rate: float | None = None

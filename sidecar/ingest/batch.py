@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sidecar.events import ConsumedEvent
-from sidecar.ingest.sampling import is_sampled
+from sidecar.ingest.sampling import SamplingRules, is_sampled
 from sidecar.ingest.validation import Rejection, parse_event
 
 
@@ -50,8 +50,10 @@ class BatchPlan:
         return len(self.consumed) + sum(self.outcomes.values())
 
 
-def plan_batch(records: Iterable[Record], sample_rate: float) -> BatchPlan:
-    """Validate, then sample by event id; invalid and sampled-out records are only counted."""
+def plan_batch(records: Iterable[Record], sampling: SamplingRules | float) -> BatchPlan:
+    """Validate, then sample by event id at the event's rate (one rate for all when `sampling`
+    is a number); invalid and sampled-out records are only counted, kept ones carry the rate."""
+    rules = sampling if isinstance(sampling, SamplingRules) else SamplingRules(sampling)
     plan = BatchPlan()
     for record in records:
         position = (record.topic, record.partition)
@@ -60,8 +62,10 @@ def plan_batch(records: Iterable[Record], sample_rate: float) -> BatchPlan:
         if isinstance(parsed, Rejection):
             plan.dead_letters.append(DeadLetter(record, parsed))
             plan.outcomes[(parsed.prompt_hint or "", "invalid")] += 1
-        elif is_sampled(str(parsed.event_id), sample_rate):
-            plan.consumed.append(ConsumedEvent(parsed, record.partition, record.offset))
+            continue
+        rate = rules.rate(parsed.prompt_name, parsed.segment)
+        if is_sampled(str(parsed.event_id), rate):
+            plan.consumed.append(ConsumedEvent(parsed, record.partition, record.offset, rate))
         else:
             plan.outcomes[(parsed.prompt_name, "sampled_out")] += 1
     return plan

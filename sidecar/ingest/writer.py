@@ -22,8 +22,9 @@ from typing import Any
 
 from sidecar.errors import BrokerError, SidecarError, StoreError
 from sidecar.ingest.batch import BatchPlan, plan_batch
+from sidecar.ingest.sampling import SamplingRules
 from sidecar.logs import current_log_setup, log_to_stderr
-from sidecar.settings import Settings
+from sidecar.settings import Settings, load_prompts_config
 from sidecar.store.repository import OutcomeCounts
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,27 @@ class WriterError(SidecarError):
 
 
 class IngestWriter:
-    """The consumer's handle on the writer process."""
+    """The consumer's handle on the writer process. The sampling rules are built here, once,
+    from SAMPLE_RATE and CONFIG_FILE, and handed to the writer: a bad file stops the consumer
+    before anything is read, and the writer samples by exactly the rules the consumer saw."""
 
     def __init__(self, settings: Settings, bootstrap_servers: str) -> None:
+        sampling = SamplingRules.of(
+            settings.sample_rate, load_prompts_config(settings.config_file).prompts
+        )
         context = multiprocessing.get_context("spawn")
         self._stopping = context.Event()
         self._connection, child = context.Pipe()
         self._process = context.Process(
             target=serve,
-            args=(child, settings, bootstrap_servers, self._stopping, current_log_setup()),
+            args=(
+                child,
+                settings,
+                sampling,
+                bootstrap_servers,
+                self._stopping,
+                current_log_setup(),
+            ),
             name="gepa-sidecar-ingest-writer",
             daemon=True,
         )
@@ -96,6 +109,7 @@ class IngestWriter:
 def serve(
     connection: Connection,
     settings: Settings,
+    sampling: SamplingRules,
     bootstrap_servers: str,
     stopping: Event,
     log_setup: tuple[str, str],
@@ -119,7 +133,7 @@ def serve(
                 return
             if records is None:
                 return
-            plan = plan_batch([_Record(*record) for record in records], settings.sample_rate)
+            plan = plan_batch([_Record(*record) for record in records], sampling)
             counts = _carry_out(plan, engine, dead_letters, connection, stopping)
             connection.send(("stored", counts) if counts is not None else ("abandoned", None))
     except (BrokenPipeError, KeyboardInterrupt):

@@ -7,6 +7,9 @@ is refused (a `mutation_attempt` that says why, which the next reflection on tha
 and one whose text some version already has is not paid for again. A child flagged for subtler
 reasons (an instruction found only in traffic) is stored for a person to see, but held back: it
 never joins the pool, so it is never a parent and never proposed.
+
+Minibatch totals, and the mean a lineage note shows, weigh each event by the traffic it stands
+for (`weights.py`), the same way the acceptance rule does.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sidecar.optimize.evaluation import Evaluator
 from sidecar.optimize.merge import common_ancestor, merged_components
 from sidecar.optimize.reflection import InvalidProposal, LineageNote, Proposer, ReflectionExample
 from sidecar.optimize.safety import copied_span, flags_for
+from sidecar.optimize.weights import Weights, weighted_mean, weighted_total
 from sidecar.store.candidates import Scored, insert_candidate, recent_rejections
 from sidecar.store.tables import Candidate, MutationAttempt
 
@@ -60,6 +64,7 @@ class Breeder:
         proposer: Proposer,
         guard: BudgetGuard,
         margin: float,
+        weights: Weights | None = None,
     ) -> None:
         self.db = db
         self.run_id = run_id
@@ -67,6 +72,7 @@ class Breeder:
         self.proposer = proposer
         self.guard = guard
         self.margin = margin
+        self.weights = weights
         self.prompt = evaluator.spec.name
         self.traffic = [
             value for instance in evaluator.instances.values() for value in instance.inputs.values()
@@ -80,13 +86,13 @@ class Breeder:
         while current is not None and current in population.known and len(notes) < LINEAGE_SHOWN:
             candidate = population.known[current]
             scored = self.evaluator.scores.get(current, {})
-            on_pareto = [scored[e].score for e in pareto if e in scored]
+            on_pareto = {e: scored[e].score for e in pareto if e in scored}
             notes.append(
                 LineageNote(
                     current,
                     _changed_component(candidate, population.known),
                     candidate.mutation_summary or "seed",
-                    sum(on_pareto) / len(on_pareto) if on_pareto else None,
+                    weighted_mean(on_pareto, self.weights) if on_pareto else None,
                 )
             )
             current = candidate.parents[0] if candidate.parents else None
@@ -136,7 +142,7 @@ class Breeder:
             component=component,
             summary="",
             outcome="failed",
-            parent_score=sum(s.score for s in parent_scores.values()),
+            parent_score=weighted_total(_table(parent_scores), self.weights),
             created_at=datetime.now(UTC),
         )
         spent = self.evaluator.gateway.ledger.cost_usd("reflection")
@@ -169,8 +175,8 @@ class Breeder:
                 "minibatch evaluations failed)"
             )
             return attempt
-        attempt.child_score = sum(s.score for s in child_scores.values())
-        if not accept(_table(parent_scores), _table(child_scores), self.margin):
+        attempt.child_score = weighted_total(_table(child_scores), self.weights)
+        if not accept(_table(parent_scores), _table(child_scores), self.margin, self.weights):
             attempt.outcome = "rejected"
             return attempt
         candidate = await self._add(population, child, [parent.version], proposal.summary, parent)
@@ -263,8 +269,11 @@ class Breeder:
             child = await self.evaluator.pay(merged, minibatch)
             if len(child) < len(minibatch):
                 return None
-            best = max((_table(parent_a), _table(parent_b)), key=lambda t: sum(t.values()))
-            if not accept(best, _table(child), self.margin):
+            best = max(
+                (_table(parent_a), _table(parent_b)),
+                key=lambda t: weighted_total(t, self.weights),
+            )
+            if not accept(best, _table(child), self.margin, self.weights):
                 return None
             summary = f"merged v{a} and v{b} (common ancestor v{ancestor})"
             candidate = await self._add(population, merged, [a, b], summary, pool[a])

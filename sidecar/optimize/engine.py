@@ -8,6 +8,9 @@ warm-started from the frontier the last one left, never pays for it again. Each 
 is a new version (`pool`) with its lineage; each proposal, accepted or not, is a mutation
 attempt the next reflection on that parent reads. At the end, frontier candidates scored on the
 whole Pareto set that beat the champion by the paired margin become `proposed`.
+
+Events weigh 1/the rate ingest kept them at (`weights.py`) wherever scores are aggregated; the
+window and its splits count events: an oversampled segment is there to learn from, not to vote.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from sidecar.optimize.selection import (
     pareto_fraction,
     split_instances,
 )
+from sidecar.optimize.weights import Weights, relative_weights
 from sidecar.settings import PromptSpec, Settings
 from sidecar.store.candidates import (
     Instance,
@@ -146,6 +150,7 @@ class OptimizationRun:
         self.turns: dict[int, int] = {}  # version -> round-robin position of its next component
         self.run_id = 0
         self.pareto: list[int] = []
+        self.weights: Weights = {}
 
     # --- scores --------------------------------------------------------------------------------
 
@@ -156,7 +161,7 @@ class OptimizationRun:
     def _frontier(self, pareto: Sequence[int]) -> Frontier:
         table = {v: self._table(v, pareto) for v in self.population.pool}
         return pareto_frontier(
-            {v: t for v, t in table.items() if t}, self.settings.optimize_epsilon
+            {v: t for v, t in table.items() if t}, self.settings.optimize_epsilon, self.weights
         )
 
     def _perfect(self, pareto: Sequence[int]) -> bool:
@@ -186,6 +191,7 @@ class OptimizationRun:
                 f"{self.spec.name}: {len(window)} judged events in the window; need at least 2"
             )
         self.evaluator.instances = {instance.row_id: instance for instance in window}
+        self.weights = relative_weights({i.row_id: i.sample_rate for i in window})
         budget = self.guard.budget
         self.run_id = await asyncio.to_thread(
             start_run,
@@ -282,6 +288,7 @@ class OptimizationRun:
             self.proposer,
             self.guard,
             self.settings.optimize_margin,
+            self.weights,
         )
         sampler = MinibatchSampler(feedback, self.settings.optimize_minibatch_size, self.rng)
         while not self.guard.exhausted:
@@ -354,7 +361,11 @@ class OptimizationRun:
             if version == champion:
                 continue
             evidence = paired_evidence(
-                self._table(version, pareto), champion_table, pareto, self.settings.optimize_epsilon
+                self._table(version, pareto),
+                champion_table,
+                pareto,
+                self.settings.optimize_epsilon,
+                self.weights,
             )
             propose, why = proposal_verdict(evidence, margin)
             on_frontier = version in report.frontier
@@ -389,9 +400,11 @@ class OptimizationRun:
         report.frontier = sorted(frontier.wins)
         report.metric_calls = self.guard.spend.metric_calls
         report.cost_usd = self.gateway.ledger.cost_usd()
-        report.champion_score = mean_score(self._table(report.champion_version, pareto))
+        report.champion_score = mean_score(
+            self._table(report.champion_version, pareto), self.weights
+        )
         means = {
-            v: mean_score(self._table(v, pareto))
+            v: mean_score(self._table(v, pareto), self.weights)
             for v in self.population.pool
             if self._table(v, pareto)
         }

@@ -7,6 +7,10 @@ a budget cut) and beats the champion by more than a margin on the mean paired di
 exact one-sided sign test p-value (ties within epsilon dropped) is reported for a person to
 weigh. The Pareto set also selected the candidate, so these figures lean optimistic; the shadow
 gate measures on fresh traffic.
+
+The means weigh each event by the traffic it stands for (`weights.py`), so a segment ingest
+kept whole beside a common one kept at 5% does not decide the margin; wins, losses, ties and
+the sign test count events (what was observed), and only inform.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from sidecar.optimize.weights import Weights, weighted_mean
 
 
 @dataclass(frozen=True)
@@ -54,19 +60,20 @@ def paired_evidence(
     champion: Mapping[int, float],
     pareto: Sequence[int],
     epsilon: float = 0.0,
+    weights: Weights | None = None,
 ) -> Evidence:
-    """The paired comparison on the Pareto events both were scored on."""
+    """The paired comparison on the Pareto events both were scored on; means by weight."""
     common = [event for event in pareto if event in candidate and event in champion]
-    deltas = [candidate[event] - champion[event] for event in common]
-    wins = sum(1 for d in deltas if d > epsilon)
-    losses = sum(1 for d in deltas if d < -epsilon)
+    deltas = {event: candidate[event] - champion[event] for event in common}
+    wins = sum(1 for d in deltas.values() if d > epsilon)
+    losses = sum(1 for d in deltas.values() if d < -epsilon)
     n = len(common)
     return Evidence(
         pareto_size=len(pareto),
         n=n,
-        pareto_mean=sum(candidate[e] for e in common) / n if n else 0.0,
-        champion_mean=sum(champion[e] for e in common) / n if n else 0.0,
-        mean_delta=sum(deltas) / n if n else 0.0,
+        pareto_mean=weighted_mean({e: candidate[e] for e in common}, weights),
+        champion_mean=weighted_mean({e: champion[e] for e in common}, weights),
+        mean_delta=weighted_mean(deltas, weights),
         wins=wins,
         losses=losses,
         ties=n - wins - losses,

@@ -15,6 +15,19 @@ verdicts turned into 1/0.5/0 against 0/0.5/1, so d is +1, 0 or -1. The gate read
   through. Segments are tested one by one, uncorrected; a segment must both regress beyond
   `segment_delta` and test worse before it rejects.
 - Otherwise wait for more pairs; once the deadline has passed, fail with the shortfall.
+
+Weights. Ingest may keep a rare segment whole beside 5% of a common one; each pair then weighs
+what its event stands for in traffic (1/its sample rate), in every mean and in the test, so an
+oversampled segment neither carries nor sinks a candidate. The test stays a signed-rank
+sign-flip test, on W+ = sum(w * rank) over the positive differences. Under its null (the two
+versions interchangeable on every event) each sign is a fair coin whatever the weights, so
+counting sign assignments, exactly up to EXACT_MAX_N or by the normal approximation, is valid
+for any weights: the weights only aim the test at traffic's mixture instead of the sample's.
+Its variance, sum((w * rank)^2) / 4, is where Kish's effective sample size
+(sum w)^2 / sum(w^2) shows (reported as `n_effective`): unequal weights widen it as a smaller
+sample would. Equal weights give Wilcoxon's test, and every figure, exactly as unweighted. A
+weighted t-test with Kish's degrees of freedom would not: it would swap this test (chosen for
+bounded scores and +1/0/-1 pairwise verdicts) for another whenever a rate differs.
 """
 
 from __future__ import annotations
@@ -24,33 +37,51 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-EXACT_MAX_N = 25
-"""Up to this many non-zero differences the null distribution is counted exactly."""
+from sidecar.shadow.signed_rank import (
+    DIGITS,
+    EXACT_MAX_N,
+    SignedRank,
+    relative_to_heaviest,
+    signed_rank_test,
+)
 
-_DIGITS = 9
-"""Differences are rounded so float noise (0.7 - 0.6 vs 0.8 - 0.7) neither splits a tie nor
-turns an equal pair into a tiny win."""
+__all__ = [
+    "EXACT_MAX_N",
+    "GateDecision",
+    "GateRules",
+    "GateSettings",
+    "Outcome",
+    "Pair",
+    "SignedRank",
+    "decide",
+    "effective_size",
+    "signed_rank_test",
+]
 
 Outcome = Literal["pass", "fail", "wait"]
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One event's paired result; `segment` is the event's `metadata.segment`, if any."""
+    """One event's paired result; `segment` is the event's `metadata.segment`, if any, and
+    `weight` the events of traffic it stands for (1/the rate ingest kept it at)."""
 
     segment: str | None
     candidate: float
     champion: float
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.candidate <= 1.0 and 0.0 <= self.champion <= 1.0):
             raise ValueError(
                 f"scores must be in 0..1, got candidate={self.candidate} champion={self.champion}"
             )
+        if not (math.isfinite(self.weight) and self.weight > 0.0):
+            raise ValueError(f"a pair's weight must be positive and finite, got {self.weight}")
 
     @property
     def delta(self) -> float:
-        return round(self.candidate - self.champion, _DIGITS)
+        return round(self.candidate - self.champion, DIGITS)
 
 
 class GateSettings(Protocol):
@@ -98,93 +129,12 @@ class GateRules:
 
 
 @dataclass(frozen=True)
-class SignedRank:
-    """A Wilcoxon signed-rank test of paired differences: `n` non-zero ones, their rank sums,
-    and the one-sided p-values for "candidate better" and "candidate worse"."""
-
-    n: int
-    w_plus: float
-    w_minus: float
-    p_better: float
-    p_worse: float
-    exact: bool
-
-
-@dataclass(frozen=True)
 class GateDecision:
     """What the gate decided, a one-line reason for a person, and JSON-able figures."""
 
     outcome: Outcome
     reason: str
     figures: dict[str, object]
-
-
-def signed_rank_test(deltas: Sequence[float]) -> SignedRank:
-    """Wilcoxon's test with zero differences dropped (his original treatment: a tie says nothing
-    about direction) and average ranks for tied |d|. The p-values come from counting all 2^n sign
-    assignments when n <= EXACT_MAX_N (exact also with ties), else from the normal approximation
-    with tie and continuity corrections. No non-zero difference: both p-values are 1."""
-    nonzero = [d for d in (round(x, _DIGITS) for x in deltas) if d != 0.0]
-    doubled, tie_sizes = _doubled_ranks([abs(d) for d in nonzero])
-    w2_plus = sum(r for r, d in zip(doubled, nonzero, strict=True) if d > 0)
-    w2_minus = sum(doubled) - w2_plus
-    n = len(nonzero)
-    exact = n <= EXACT_MAX_N
-    if n == 0:
-        p_better, p_worse = 1.0, 1.0
-    elif exact:
-        p_better, p_worse = _exact_tails(doubled, w2_plus, w2_minus)
-    else:
-        p_better, p_worse = _normal_tails(doubled, tie_sizes, w2_plus, w2_minus)
-    return SignedRank(n, w2_plus / 2, w2_minus / 2, p_better, p_worse, exact)
-
-
-def _doubled_ranks(values: Sequence[float]) -> tuple[list[int], list[int]]:
-    """Twice each value's average rank (a tie over positions i..j shares i + j, an integer, so
-    exact counting stays in integers), in input order; and the size of every tie group."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0] * len(values)
-    tie_sizes: list[int] = []
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = start + end + 2
-        tie_sizes.append(end - start + 1)
-        start = end + 1
-    return ranks, tie_sizes
-
-
-def _exact_tails(doubled: Sequence[int], w2_plus: int, w2_minus: int) -> tuple[float, float]:
-    """P(W+ >= observed W+) and P(W- >= observed W-) under the null, where every sign is a coin
-    flip; W+ and W- have the same null distribution, so one table of subset sums serves both."""
-    counts = [1] + [0] * sum(doubled)
-    reach = 0
-    for rank in doubled:
-        reach += rank
-        for total in range(reach, rank - 1, -1):
-            counts[total] += counts[total - rank]
-    outcomes = 2 ** len(doubled)
-    return sum(counts[w2_plus:]) / outcomes, sum(counts[w2_minus:]) / outcomes
-
-
-def _normal_tails(
-    doubled: Sequence[int], tie_sizes: Sequence[int], w2_plus: int, w2_minus: int
-) -> tuple[float, float]:
-    """W+ - E[W+] = (W+ - W-) / 2, from the doubled integer sums so that swapping the versions
-    swaps the p-values exactly. The continuity correction is half the spacing of W+'s lattice
-    (a quarter of the doubled ranks' gcd): 0.5 without ties, the sign test's own when every |d|
-    ties (pairwise verdicts), where a fixed 0.5 would pass a candidate on too little. Lumpier
-    ties (nearly every |d| equal but a few) hide a coarse lattice under a fine gcd: rougher."""
-    n = len(doubled)
-    variance = n * (n + 1) * (2 * n + 1) / 24 - sum(t**3 - t for t in tie_sizes) / 48
-    sd = math.sqrt(variance)
-    correction = math.gcd(*doubled) / 4
-    z_better = ((w2_plus - w2_minus) / 4 - correction) / sd
-    z_worse = ((w2_minus - w2_plus) / 4 - correction) / sd
-    return 0.5 * math.erfc(z_better / math.sqrt(2.0)), 0.5 * math.erfc(z_worse / math.sqrt(2.0))
 
 
 @dataclass(frozen=True)
@@ -198,42 +148,60 @@ class _Group:
     test: SignedRank
 
 
-def _group(deltas: Sequence[float]) -> _Group:
+def _group(pairs: Sequence[Pair]) -> _Group:
+    deltas = [pair.delta for pair in pairs]
+    weights = relative_to_heaviest([pair.weight for pair in pairs])
     return _Group(
         n=len(deltas),
-        mean_delta=sum(deltas) / len(deltas) if deltas else 0.0,
+        mean_delta=_mean(deltas, weights),
         wins=sum(1 for d in deltas if d > 0),
         losses=sum(1 for d in deltas if d < 0),
-        test=signed_rank_test(deltas),
+        test=signed_rank_test(deltas, weights),
     )
+
+
+def _mean(values: Sequence[float], weights: Sequence[float]) -> float:
+    """sum(w * value) / sum(w); with weights all 1.0, the plain mean to the last bit."""
+    if not values:
+        return 0.0
+    return sum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights)
+
+
+def effective_size(weights: Sequence[float]) -> float:
+    """Kish's effective sample size (sum w)^2 / sum(w^2): n when all weights are equal."""
+    relative = relative_to_heaviest(weights)
+    return sum(relative) ** 2 / sum(w * w for w in relative) if relative else 0.0
 
 
 def decide(pairs: Sequence[Pair], rules: GateRules, deadline_passed: bool) -> GateDecision:
     """The gate's decision on the pairs collected so far (see the module docstring)."""
-    overall = _group([pair.delta for pair in pairs])
-    by_segment: dict[str, list[float]] = {}
+    overall = _group(pairs)
+    by_segment: dict[str, list[Pair]] = {}
     for pair in pairs:
         if pair.segment is not None:
-            by_segment.setdefault(pair.segment, []).append(pair.delta)
+            by_segment.setdefault(pair.segment, []).append(pair)
     segments = {
-        name: _group(deltas)
-        for name, deltas in sorted(by_segment.items())
-        if len(deltas) >= rules.segment_min_pairs
+        name: _group(members)
+        for name, members in sorted(by_segment.items())
+        if len(members) >= rules.segment_min_pairs
     }
     regressed = {n: g for n, g in segments.items() if g.mean_delta < -rules.segment_delta}
     outcome, reason = _verdict(overall, regressed, len(segments), rules, deadline_passed)
     count = len(pairs)
+    weights = relative_to_heaviest([p.weight for p in pairs])
     figures: dict[str, object] = {
         "n": count,
-        "shadow_mean": sum(p.candidate for p in pairs) / count if count else None,
-        "champion_mean": sum(p.champion for p in pairs) / count if count else None,
+        "n_effective": round(effective_size(weights), 1),
+        "shadow_mean": _mean([p.candidate for p in pairs], weights) if count else None,
+        "champion_mean": _mean([p.champion for p in pairs], weights) if count else None,
         "mean_delta": overall.mean_delta if count else None,
         "wins": overall.wins,
         "losses": overall.losses,
         "ties": count - overall.wins - overall.losses,
         "p_value": overall.test.p_better,
         "p_worse": overall.test.p_worse,
-        "method": "wilcoxon-exact" if overall.test.exact else "wilcoxon-normal",
+        "method": ("weighted-" if any(w != 1.0 for w in weights) else "")
+        + ("wilcoxon-exact" if overall.test.exact else "wilcoxon-normal"),
         "segments": {n: {"n": g.n, "mean_delta": g.mean_delta} for n, g in segments.items()},
         "regressed": list(regressed),
         "decision": outcome,

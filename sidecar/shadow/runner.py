@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from sidecar.errors import LlmError
+from sidecar.ingest.sampling import event_weight
 from sidecar.judge.judge import judge_for
 from sidecar.judge.verdict import InvalidReply
 from sidecar.llm.gateway import Gateway
@@ -207,21 +208,20 @@ class ShadowPass:
     ) -> list[Pair]:
         """The pairs the budget allows: the champion's replays first (shared with every other
         candidate), then the candidate's on the events the champion has, then, in pairwise
-        mode, the judge's side-by-side verdicts."""
+        mode, the judge's side-by-side verdicts. Each pair weighs 1/its event's sample rate."""
         ids = [event.row_id for event in events]
         theirs = await self.evaluator.scores_for(champion, ids)
         ours = await self.evaluator.scores_for(candidate, [e for e in ids if e in theirs])
         both = [event for event in events if event.row_id in ours]
         if self.settings.shadow_mode == "pointwise":
-            return [
-                Pair(event.segment, ours[event.row_id].score, theirs[event.row_id].score)
-                for event in both
-            ]
-        verdicts = await self._compare(candidate, champion, both, ours, theirs)
+            points = {e.row_id: (ours[e.row_id].score, theirs[e.row_id].score) for e in both}
+        else:
+            verdicts = await self._compare(candidate, champion, both, ours, theirs)
+            points = {event: POINTS[verdict.winner] for event, verdict in verdicts.items()}
         return [
-            Pair(event.segment, *POINTS[verdicts[event.row_id].winner])
+            Pair(event.segment, *points[event.row_id], event_weight(event.sample_rate))
             for event in both
-            if event.row_id in verdicts
+            if event.row_id in points
         ]
 
     async def _compare(

@@ -36,6 +36,8 @@ class Instance:
     prompt_version: int
     score: float
     feedback: str
+    sample_rate: float | None = None
+    """The rate ingest kept the event at: it weighs 1/rate in the optimizer's means."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ def judged_window(
             Event.prompt_version,
             Judgment.score,
             Judgment.feedback,
+            Event.sample_rate,
         )
         .join(Judgment, Judgment.event_row_id == Event.id)  # type: ignore[arg-type]
         .where(

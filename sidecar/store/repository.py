@@ -93,6 +93,9 @@ def _insert_events(
     connection: Connection, new: dict[str, ConsumedEvent], received_at: datetime
 ) -> set[str]:
     """The hot path of ingest: one driver-level executemany, JSON encoded in Rust by pydantic.
+    Each row keeps the rate its event was sampled at, which weighs it in the optimizer's and
+    the shadow gate's means; a batch with no rates leaves the column out (NULL), so events
+    stored by other means write the columns every schema revision has.
 
     ON CONFLICT covers a replica racing us with the same id; only then are the rows re-read
     to tell ours (same partition and offset) from theirs.
@@ -101,8 +104,10 @@ def _insert_events(
         return set()
     sqlite_dialect = connection.dialect.name == "sqlite"
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    rated = any(item.sample_rate is not None for item in new.values())
+    columns = _EVENT_COLUMNS + (", sample_rate" if rated else "")
     statement = (
-        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join([mark] * 12)}) "
+        f"INSERT INTO events ({columns}) VALUES ({', '.join([mark] * (13 if rated else 12))}) "
         "ON CONFLICT (event_id) DO NOTHING"
     )
     when = _sqlite_datetime if sqlite_dialect else _utc
@@ -122,6 +127,7 @@ def _insert_events(
             item.partition,
             item.offset,
         )
+        + ((item.sample_rate,) if rated else ())
         for key, item in new.items()
     ]
     result = connection.exec_driver_sql(statement, rows)

@@ -26,6 +26,8 @@ class FreshEvent:
     row_id: int
     segment: str | None
     inputs: dict[str, str]
+    sample_rate: float | None = None
+    """The rate ingest kept the event at: its pair weighs 1/rate at the gate."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def fresh_events(engine: Engine, prompt_name: str, after: datetime, limit: int) 
     """The first `limit` events of a prompt received after `after`, oldest first: traffic the
     run that created a candidate at `after` never saw. Judged or not."""
     query = (
-        select(Event.id, Event.segment, Event.inputs)
+        select(Event.id, Event.segment, Event.inputs, Event.sample_rate)
         .where(
             Event.prompt_name == prompt_name,
             Event.received_at > after.astimezone(UTC),  # type: ignore[operator]
