@@ -67,6 +67,17 @@ class Ledger:
         with self._lock:
             return dict(self._spend)
 
+    def total(self) -> RoleSpend:
+        """Every role's spend added up."""
+        spend = self.snapshot().values()
+        return RoleSpend(
+            requests=sum(s.requests for s in spend),
+            prompt_tokens=sum(s.prompt_tokens for s in spend),
+            completion_tokens=sum(s.completion_tokens for s in spend),
+            cost_usd=sum(s.cost_usd for s in spend),
+            unpriced_requests=sum(s.unpriced_requests for s in spend),
+        )
+
     def cost_usd(self, *roles: str) -> float:
         """USD spent by the given roles (every role when none is named)."""
         spend = self.snapshot()

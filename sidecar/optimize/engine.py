@@ -55,6 +55,7 @@ from sidecar.store.candidates import (
     start_run,
 )
 from sidecar.store.promotions import never_breed
+from sidecar.store.spend import SpendTotal, keep_spend
 from sidecar.store.tables import Candidate
 
 UNBREEDABLE = frozenset({"rejected"})
@@ -175,7 +176,21 @@ class OptimizationRun:
 
     async def execute(self) -> RunReport:
         """The run, recorded as finished, failed, or interrupted (Interrupted is raised: a stop
-        cut it short, and what it paid for stays cached for the next run)."""
+        cut it short, and what it paid for stays cached for the next run); what it spent is
+        kept with the prompt's spend however it ends."""
+        try:
+            return await self._execute()
+        finally:
+            spent = self.gateway.ledger.total()
+            keep_spend(
+                self.db,
+                self.spec.name,
+                "optimize",
+                datetime.now(UTC),
+                SpendTotal(spent.cost_usd, spent.requests, spent.unpriced_requests),
+            )
+
+    async def _execute(self) -> RunReport:
         settings = self.settings
         since = datetime.now(UTC) - timedelta(hours=settings.optimize_window_hours)
         window = await asyncio.to_thread(

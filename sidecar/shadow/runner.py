@@ -50,6 +50,7 @@ from sidecar.store.shadow import (
     keep_shadow_figures,
     store_comparisons,
 )
+from sidecar.store.spend import SpendTotal, keep_spend
 from sidecar.store.tables import Candidate
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,19 @@ class ShadowPass:
 
     async def execute(self) -> ShadowReport:
         """The pass; Interrupted when a stop cut it short: the candidates it had not decided
-        wait for the next pass, and the replays it paid for are cached."""
-        return await interruptible(self._execute(), self.guard.interrupt)
+        wait for the next pass, and the replays it paid for are cached. What it spent is kept
+        with the prompt's spend however it ends."""
+        try:
+            return await interruptible(self._execute(), self.guard.interrupt)
+        finally:
+            spent = self.gateway.ledger.total()
+            keep_spend(
+                self.db,
+                self.spec.name,
+                "shadow",
+                self.clock(),
+                SpendTotal(spent.cost_usd, spent.requests, spent.unpriced_requests),
+            )
 
     async def _execute(self) -> ShadowReport:
         name, now = self.spec.name, self.clock()

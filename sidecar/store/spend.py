@@ -3,14 +3,18 @@ reads it at start and as it runs, and `status` shows the last hour and day of ea
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
+from sidecar.errors import StoreError
 from sidecar.store.repository import dialect_insert, transaction
 from sidecar.store.tables import Spend
+
+log = logging.getLogger(__name__)
 
 PURPOSES = ("judge", "shadow", "optimize")
 MINUTE = timedelta(minutes=1)
@@ -69,6 +73,17 @@ def record_spend(
 ) -> None:
     with transaction(engine) as connection:
         add_spend(connection, prompt_name, purpose, at, spend)
+
+
+def keep_spend(
+    engine: Engine, prompt_name: str, purpose: str, at: datetime, spend: SpendTotal
+) -> None:
+    """Record what a shadow pass or a GEPA run spent when it ends, however it ends; a store
+    that cannot take it is logged, so the pass's own outcome stands."""
+    try:
+        record_spend(engine, prompt_name, purpose, at, spend)
+    except StoreError as exc:
+        log.warning("cannot record %s spend of %s: %s", purpose, prompt_name, exc)
 
 
 def spend_since(engine: Engine, prompt_name: str, purpose: str, since: datetime) -> SpendTotal:

@@ -65,6 +65,9 @@ def test_optimize_then_read_what_it_did(tmp_path: Path, llm_server: LlmServer) -
     status = json.loads(sidecar(tmp_path, "status", "--json", **env).stdout)
     assert status["optimization"]["runs"] == 1
     assert status["optimization"]["metric_calls"] == report["metric_calls"]
+    spent = status["spend"]["optimize"]["last_hour"]  # the simulated models have no price
+    assert spent["calls"] == spent["unpriced_calls"] >= report["metric_calls"]
+    assert (spent["cost_usd"], spent["known"]) == (0.0, False)
 
 
 def test_reading_commands_refuse_unknown_versions_and_prompts(
@@ -222,6 +225,9 @@ def test_shadow_runs_one_pass_now(tmp_path: Path, llm_server: LlmServer) -> None
         f"v{better.version}  proposed -> shadow  12 pairs  mean delta +0.500  "
         "collecting: 12 of 50 pairs",
     ]
+    status = json.loads(sidecar(tmp_path, "status", "--json", **env).stdout)
+    shadow_spend = status["spend"]["shadow"]["last_day"]
+    assert shadow_spend["calls"] == shadow_spend["unpriced_calls"] >= 24
     passed = sidecar(tmp_path, "shadow", "--json", **env, SIDECAR_SHADOW_MIN_PAIRS="10")
     assert passed.returncode == 0, passed.stderr
     report = json.loads(passed.stdout)
