@@ -234,7 +234,50 @@ def traffic_row() -> list[dashboard.Row | timeseries.Panel]:
             "{{target}} {{outcome}}",
         ),
     )
-    return [dashboard.Row("Cost, traffic and delivery"), cost, tokens, consumed, lag, publishes]
+    backlog = graph(
+        "Judge backlog",
+        "Events each prompt still owes a verdict (never judged, or failed and waiting), and "
+        "the age of the oldest: judging newest first, a growing age means a cap holds or the "
+        "judge cannot keep up.",
+        "short",
+        query(f"sum by (prompt) (gepa_sidecar_judge_backlog_events{{{PROMPT}}})", "{{prompt}}"),
+    )
+    oldest = graph(
+        "Oldest unjudged event",
+        "Age of the oldest event still owed a verdict; past JUDGE_MAX_EVENT_AGE_HOURS it "
+        "expires unjudged. The judge-behind alert fires above an hour.",
+        "s",
+        query(
+            f"max by (prompt) (gepa_sidecar_judge_oldest_unjudged_seconds{{{PROMPT}}})",
+            "{{prompt}}",
+        ),
+    )
+    caps = graph(
+        "Judge caps and expiry",
+        "1 while a cap (budget: USD an hour; rate: judgments a minute) holds back waiting "
+        "judgments, and events expired unjudged for being too old.",
+        "short",
+        query(
+            f"max by (prompt, cap) (gepa_sidecar_judge_capped{{{PROMPT}}})",
+            "{{prompt}} held by {{cap}}",
+        ),
+        query(
+            f"sum by (prompt) (increase(gepa_sidecar_judge_expired_total{{{PROMPT}}}[{RATE}]))",
+            "{{prompt}} expired",
+            "B",
+        ),
+    )
+    return [
+        dashboard.Row("Cost, traffic and delivery"),
+        cost,
+        tokens,
+        consumed,
+        lag,
+        backlog,
+        oldest,
+        caps,
+        publishes,
+    ]
 
 
 def process_row() -> list[dashboard.Row | timeseries.Panel]:

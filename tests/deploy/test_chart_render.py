@@ -151,6 +151,10 @@ def test_the_settings_accept_what_the_chart_renders(
     assert settings.publish_dir == Path("/var/run/gepa-sidecar/prompts")
     assert settings.shutdown_grace_s == values.get("shutdownGraceSeconds", 20)
     assert settings.http_port == 8791
+    judging = {"budgetUsdPerHour": None, "maxPerMinute": None, **values.get("judging", {})}
+    assert settings.judge_budget_usd_per_hour == judging["budgetUsdPerHour"]
+    assert settings.judge_max_per_minute == judging["maxPerMinute"]
+    assert settings.judge_max_event_age_hours == judging.get("maxEventAgeHours", 168)
 
 
 def test_selectors_find_the_pods(standalone: Standalone) -> None:

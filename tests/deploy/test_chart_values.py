@@ -48,6 +48,7 @@ EVERY_OBJECT: dict[str, Any] = {
         "timeoutSeconds": 2,
     },
     "volumeSizeLimits": {"tmp": "32Mi", "data": "2Gi", "prompts": "8Mi"},
+    "judging": {"budgetUsdPerHour": 2.5, "maxPerMinute": 300, "maxEventAgeHours": 24},
     "extraEnv": [
         {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
         {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -155,6 +156,9 @@ WRONG = [
     ("replicaCount", 1.5, "want integer"),
     ("mode", "sidecar", "value must be one of"),
     ("sampleRate", 2, "maximum"),
+    ("judging.budgetUsdPerHour", 0, "exclusiveMinimum"),
+    ("judging.maxPerMinute", 1.5, "want null or integer"),
+    ("judging.maxEventAgeHours", "a day", "want number"),
     ("httpPort", 80, "minimum"),
     ("portName", "http_port", "does not match pattern"),
     ("shutdownGraceSeconds", 0, "minimum"),
