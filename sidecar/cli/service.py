@@ -32,7 +32,7 @@ def run() -> None:
     from sidecar.runtime.app import App
 
     configure_logging()
-    app = App(settings, prompts)
+    app = App(settings, prompts, freeze_heap=True)
     stop_on_signals(app.stop)
     try:
         app.run()

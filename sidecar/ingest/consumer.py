@@ -53,6 +53,7 @@ class TrafficConsumer:
         self._stopping = threading.Event()
         self._assigned = threading.Event()
         self._running = threading.Event()
+        self._room = threading.Event()  # the pump took a batch: the queue has room again
         self._failure: WriterError | None = None
         self._writer: IngestWriter | None = None
         self._pending: queue.Queue[PolledBatch | None] = queue.Queue(settings.ingest_queue_batches)
@@ -132,9 +133,10 @@ class TrafficConsumer:
     def _poll_once(self) -> None:
         """Poll once; while the writer is behind, every assigned partition stays paused. A
         record that arrives anyway is queued, never dropped: a later commit would skip it."""
-        self._pause(self._pending.full())
+        behind = self._wait_for_room()
         polled = self._consumer.poll(
-            timeout_ms=POLL_TIMEOUT_MS, max_records=self._settings.ingest_batch_size
+            timeout_ms=0 if behind else POLL_TIMEOUT_MS,
+            max_records=self._settings.ingest_batch_size,
         )
         if not polled:
             return
@@ -147,6 +149,18 @@ class TrafficConsumer:
             (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
         }
         self._pending.put(PolledBatch(records, next_offsets, self._offsets.rewinds))
+
+    def _wait_for_room(self) -> bool:
+        """When the queue is full, pause and wait for the writer to take a batch (at most one
+        poll timeout), then resume at once: a paused poll would sit out its whole timeout
+        while the writer frees room in a few milliseconds. True while still behind."""
+        self._room.clear()
+        if self._pending.full():
+            self._pause(True)
+            self._room.wait(POLL_TIMEOUT_MS / 1000)
+        behind = self._pending.full()
+        self._pause(behind)
+        return behind
 
     def _pause(self, paused: bool) -> None:
         self._metrics.ingest_paused.set(1 if paused else 0)
@@ -162,6 +176,7 @@ class TrafficConsumer:
         abandoned = False
         while True:
             batch = self._pending.get()
+            self._room.set()
             try:
                 if batch is None:
                     return

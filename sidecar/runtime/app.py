@@ -21,6 +21,7 @@ from sidecar.optimize.evaluation import evaluation_key
 from sidecar.promote.publishers import FilePublisher, KafkaPublisher, Publisher
 from sidecar.promote.relay import OutboxRelay
 from sidecar.promote.served import ServedDocuments
+from sidecar.runtime.heap import freeze_after_imports
 from sidecar.runtime.http import HttpServer
 from sidecar.runtime.kafka import ensure_topics
 from sidecar.runtime.probes import DatabaseWatch
@@ -42,7 +43,9 @@ class App:
     """One running sidecar. `run()` blocks until `stop()`; `stop()` is safe from a signal, and
     `run()` then returns within SHUTDOWN_GRACE_S, naming in `abandoned` what it left running."""
 
-    def __init__(self, settings: Settings, prompts: PromptsConfig | None = None) -> None:
+    def __init__(
+        self, settings: Settings, prompts: PromptsConfig | None = None, freeze_heap: bool = False
+    ) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ConfigError(
                 "SIDECAR_KAFKA_BOOTSTRAP_SERVERS: not set (or run `gepa-sidecar demo`, "
@@ -62,6 +65,7 @@ class App:
         self.served = ServedDocuments()
         self.relay: OutboxRelay | None = None
         self.abandoned: list[str] = []
+        self.freeze_heap = freeze_heap  # the process is this App's alone (see runtime/heap.py)
         self._consuming: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._parts = threading.Lock()  # a part is made, or the stop gathers them: not both
@@ -190,6 +194,8 @@ class App:
         ).start()
         self.scheduler = JobScheduler(self.engine, self.settings, self.prompts, self.metrics)
         self.scheduler.start()
+        if self.freeze_heap:
+            freeze_after_imports()
 
     def _prepare_store(self) -> bool:
         migrate(self.engine)
