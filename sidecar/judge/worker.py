@@ -53,6 +53,7 @@ from sidecar.store.spend import SpendTotal, spend_since
 log = logging.getLogger(__name__)
 
 MAX_RETRY_WAIT_S = 3600.0
+MAX_PROBE_WAIT_S = 300.0
 FLUSH_EVERY_S = 0.1
 FLUSH_AT = 64
 BACKLOG_EVERY_S = 10.0
@@ -119,6 +120,16 @@ class _Lane:
         return found
 
 
+@dataclass
+class _Outage:
+    """The judge model is down: `failures` probes so far; the next one not before `probe_at`
+    (monotonic); `probes`, the events started as probes."""
+
+    failures: int
+    probe_at: float
+    probes: set[int] = field(default_factory=set)
+
+
 Owned = Callable[[], frozenset[int] | None]
 """The traffic partitions whose events this replica judges; None: every event (one replica)."""
 
@@ -165,6 +176,7 @@ class JudgeWorker:
         self._active: dict[str, int] = {}
         self._owned = owned
         self._share: frozenset[int] | None = None
+        self._outage: _Outage | None = None
         self.failed: BaseException | None = None
 
     def start(self) -> JudgeWorker:
@@ -235,11 +247,42 @@ class JudgeWorker:
             record = task.result()
             self._inflight.pop(record.row_id, None)
             self._pending.append(record)
+            self._follow_outage(record)
             lane = self.lanes.get(record.prompt_name)
             if lane is not None:
                 spend = record.spend
                 lane.caps.finish(now, spend.cost_usd, spend.calls, spend.unpriced_calls)
                 self._tell_unpriced(record.prompt_name, lane)
+
+    def _follow_outage(self, record: JudgmentRecord) -> None:
+        """A judge model that cannot answer (refused connections, 5xx, timeouts, after the
+        gateway's retries) pauses judging: each failed call costs CPU in the chatbot's pod and
+        a backlog would be rushed through its retries. One event probes the model after a
+        wait that doubles while it stays down (up to 5 minutes); a verdict resumes judging."""
+        outage = self._outage
+        probe = outage is not None and record.row_id in outage.probes
+        if outage is not None:
+            outage.probes.discard(record.row_id)
+        if record.error is None:
+            if outage is not None:
+                log.info("the judge model answers again: judging resumes")
+                self._outage = None
+            return
+        if not record.unavailable:
+            return
+        if outage is None:
+            self._outage = _Outage(1, time.monotonic() + self.retry_after_s)
+            log.warning(
+                "the judge model cannot answer (%s): judging pauses; one event tries it again "
+                "in %gs",
+                record.error,
+                self.retry_after_s,
+            )
+        elif probe:
+            outage.failures += 1
+            wait = min(MAX_PROBE_WAIT_S, retry_wait_s(outage.failures, self.retry_after_s))
+            outage.probe_at = time.monotonic() + wait
+            log.info("the judge model still cannot answer; next try in %gs", wait)
 
     def _tell_unpriced(self, name: str, lane: _Lane) -> None:
         budget = lane.caps.budget
@@ -281,9 +324,18 @@ class JudgeWorker:
         """Only the active version gets its own label value; others share `_other`."""
         return str(version) if self._active.get(prompt) == version else "_other"
 
+    def _room(self) -> int:
+        """Judgments that may start now: all the room there is, or, while the judge model is
+        down, one probe once its wait is over and nothing else is in flight."""
+        if self._outage is None:
+            return self.capacity - len(self._inflight)
+        if self._inflight or time.monotonic() < self._outage.probe_at:
+            return 0
+        return 1
+
     async def _refill(self) -> int:
         """Start judging the next events; returns how many were started."""
-        room = self.capacity - len(self._inflight)
+        room = self._room()
         try:
             self._active = await asyncio.to_thread(active_versions, self.engine)
             pending = await asyncio.to_thread(self._next_events, room)
@@ -293,6 +345,8 @@ class JudgeWorker:
         for lane, event in pending:
             if event.row_id not in self._inflight:
                 self._inflight[event.row_id] = asyncio.create_task(self._judge(lane, event))
+                if self._outage is not None:
+                    self._outage.probes.add(event.row_id)
         return len(pending)
 
     def _next_events(self, room: int) -> list[tuple[_Lane, PendingEvent]]:
@@ -305,6 +359,8 @@ class JudgeWorker:
         for name, lane in self.lanes.items():
             if time.monotonic() >= lane.next_pass_at:
                 self._backlog_pass(name, lane, now, partitions, busy)
+            if room <= 0:
+                continue
             admitted = lane.caps.admit(share, now.timestamp())
             events: list[PendingEvent] = []
             try:
@@ -390,9 +446,12 @@ class JudgeWorker:
             prompt_version=event.prompt_version,
             judge_version=lane.judge.version,
         )
+        unavailable = False
         try:
             verdict = await lane.judge.score(event.inputs, event.output, event.trace)
-        except (LlmError, InvalidReply) as exc:
+        except LlmError as exc:
+            error, unavailable = str(exc), exc.retryable
+        except InvalidReply as exc:
             error = str(exc)
         except Exception as exc:
             log.exception("judging event %d failed unexpectedly", event.row_id)
@@ -406,6 +465,7 @@ class JudgeWorker:
             error=error[:1000],
             next_attempt_at=self.clock() + timedelta(seconds=wait),
             spend=SpendTotal(meter.cost_usd, meter.calls, meter.unpriced_calls),
+            unavailable=unavailable,
         )
 
 

@@ -31,7 +31,8 @@ class PendingEvent:
 
 @dataclass(frozen=True)
 class JudgmentRecord:
-    """One judging round's result: a score and feedback, or an error and when to try again."""
+    """One judging round's result: a score and feedback, or an error and when to try again;
+    `unavailable`: the judge model could not answer at all (not stored: it pauses judging)."""
 
     row_id: int
     prompt_name: str
@@ -42,6 +43,7 @@ class JudgmentRecord:
     error: str | None = None
     next_attempt_at: datetime | None = None
     spend: SpendTotal = field(default_factory=SpendTotal)
+    unavailable: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ databases: every event judged, failures kept and retried, restarts resume, versi
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -172,6 +173,41 @@ def test_every_event_is_judged_under_thirty_percent_faults(
     assert metric_value(metrics, "judge_score_count", prompt="customer-care", version="1") == 60
     summary = status_summary(engine)["events"]
     assert (summary["judged"], summary["judge_errors"]) == (60, 0)
+
+
+def test_a_judge_model_that_cannot_answer_pauses_judging_until_a_probe_gets_through(
+    sqlite_engine: Engine,
+    llm_server: LlmServer,
+    run_worker: Callable[..., JudgeWorker],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without the pause, all 100 events would be rushed through their retries, each failed
+    call costing CPU in the chatbot's pod."""
+    store(sqlite_engine, 100)
+    llm_server.fault_rate = 1.0
+    llm_server.fault_kinds = ("500",)
+    settings = judge_settings(
+        llm_server, llm_max_retries=1, judge_concurrency=4, judge_retry_after_s=0.2
+    )
+    metrics = Metrics(["customer-care"])
+
+    def said(text: str) -> int:
+        return sum(text in record.getMessage() for record in caplog.records)
+
+    def asked() -> int:
+        return len({json.dumps(body["messages"]) for body in list(llm_server.bodies)})
+
+    with caplog.at_level(logging.INFO, logger="sidecar.judge.worker"):
+        run_worker(sqlite_engine, settings, prompts(), metrics)
+        wait_until(lambda: said("still cannot answer") >= 2, 60, "two probes failed")
+        probes = said("still cannot answer")
+        # what was in flight when the first failure came back (twice the concurrency), the
+        # probes that failed, and at most one probe under way
+        assert asked() <= 2 * 4 + probes + 1
+        llm_server.fault_rate = 0.0
+        wait_until(lambda: len(judged(sqlite_engine)) == 100, 120, "all judged once it answers")
+    assert said("judging pauses") == 1
+    assert said("the judge model answers again: judging resumes") == 1
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
