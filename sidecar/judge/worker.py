@@ -122,8 +122,8 @@ class _Lane:
 
 @dataclass
 class _Outage:
-    """The judge model is down: `failures` probes so far; the next one not before `probe_at`
-    (monotonic); `probes`, the events started as probes."""
+    """The judge model is down (`failures` probes so far), or not yet known to answer (0);
+    the next probe not before `probe_at` (monotonic); `probes`, the events started as probes."""
 
     failures: int
     probe_at: float
@@ -176,7 +176,7 @@ class JudgeWorker:
         self._active: dict[str, int] = {}
         self._owned = owned
         self._share: frozenset[int] | None = None
-        self._outage: _Outage | None = None
+        self._outage: _Outage | None = _Outage(0, 0.0)  # a first probe: see _follow_outage
         self.failed: BaseException | None = None
 
     def start(self) -> JudgeWorker:
@@ -258,31 +258,37 @@ class JudgeWorker:
         """A judge model that cannot answer (refused connections, 5xx, timeouts, after the
         gateway's retries) pauses judging: each failed call costs CPU in the chatbot's pod and
         a backlog would be rushed through its retries. One event probes the model after a
-        wait that doubles while it stays down (up to 5 minutes); a verdict resumes judging."""
+        wait that doubles while it stays down (up to 5 minutes); any answer resumes judging.
+        Judging starts with such a probe too, so a model that is down from the start costs
+        one event's retries, not a full pool's."""
         outage = self._outage
-        probe = outage is not None and record.row_id in outage.probes
-        if outage is not None:
-            outage.probes.discard(record.row_id)
-        if record.error is None:
-            if outage is not None:
-                log.info("the judge model answers again: judging resumes")
-                self._outage = None
-            return
-        if not record.unavailable:
-            return
         if outage is None:
-            self._outage = _Outage(1, time.monotonic() + self.retry_after_s)
-            log.warning(
-                "the judge model cannot answer (%s): judging pauses; one event tries it again "
-                "in %gs",
-                record.error,
-                self.retry_after_s,
-            )
+            if record.unavailable:
+                self._pause(_Outage(0, 0.0), record.error)
+            return
+        probe = record.row_id in outage.probes
+        outage.probes.discard(record.row_id)
+        if not record.unavailable:
+            if outage.failures:
+                log.info("the judge model answers again: judging resumes")
+            self._outage = None
+        elif not outage.failures:
+            self._pause(outage, record.error)
         elif probe:
             outage.failures += 1
             wait = min(MAX_PROBE_WAIT_S, retry_wait_s(outage.failures, self.retry_after_s))
             outage.probe_at = time.monotonic() + wait
             log.info("the judge model still cannot answer; next try in %gs", wait)
+
+    def _pause(self, outage: _Outage, problem: str | None) -> None:
+        outage.failures = 1
+        outage.probe_at = time.monotonic() + self.retry_after_s
+        self._outage = outage
+        log.warning(
+            "the judge model cannot answer (%s): judging pauses; one event tries it again in %gs",
+            problem,
+            self.retry_after_s,
+        )
 
     def _tell_unpriced(self, name: str, lane: _Lane) -> None:
         budget = lane.caps.budget

@@ -110,6 +110,21 @@ def judged_ids(engine: Engine) -> set[int]:
     return {j.event_row_id for j in judgments_for(engine) if j.status == "ok"}
 
 
+def held_at(engine: Engine, metrics: Metrics, judged: int, cap: str) -> bool:
+    """`judged` events judged, and `cap` holds back the rest."""
+    return (
+        len(judged_ids(engine)) == judged
+        and metric_value(metrics, "judge_capped", prompt=NAME, cap=cap) == 1
+    )
+
+
+def backlog_shows(metrics: Metrics, events: int, oldest_s: float) -> bool:
+    return (
+        metric_value(metrics, "judge_backlog_events", prompt=NAME) == events
+        and metric_value(metrics, "judge_oldest_unjudged_seconds", prompt=NAME) == oldest_s
+    )
+
+
 def one_judgments_price(settings: Any, config: PromptsConfig) -> float:
     """What judging one of the tests' events costs on the priced model (they differ only in an
     order number, so every one costs about the same)."""
@@ -169,14 +184,7 @@ def test_the_rate_cap_admits_a_judgment_per_slice_of_its_minute(
     settings = settings_for(llm_server, tmp_path, judge_max_per_minute=6)  # one per 10 s
     store(engine, [float(i) for i in range(20)], clock)
     _, metrics = start_worker(engine, settings, load_prompts_config(settings.config_file), clock)
-    wait_until(
-        lambda: (
-            len(judged_ids(engine)) == 1
-            and metric_value(metrics, "judge_capped", prompt=NAME, cap="rate") == 1
-        ),
-        60,
-        "one judged, then the rate cap holds",
-    )
+    wait_until(lambda: held_at(engine, metrics, 1, "rate"), 60, "one judged, then held")
     for step in range(2, 8):
         clock.advance(seconds=10)
         wait_until(lambda s=step: len(judged_ids(engine)) >= s, 60, f"judgment {step}")  # type: ignore[misc]
@@ -218,14 +226,7 @@ def test_a_backlog_is_judged_newest_first_and_old_events_expire(
     assert (summary["judged"], summary["expired"], summary["judge_errors"]) == (700, 300, 0)
     assert metric_value(metrics, "judge_expired_total", prompt=NAME) == 300
     assert metric_value(metrics, "judge_requests_total", outcome="ok") == 700
-    wait_until(
-        lambda: (
-            metric_value(metrics, "judge_backlog_events", prompt=NAME) == 0
-            and metric_value(metrics, "judge_oldest_unjudged_seconds", prompt=NAME) == 0
-        ),
-        60,
-        "an empty backlog",
-    )
+    wait_until(lambda: backlog_shows(metrics, 0, 0.0), 60, "an empty backlog")
 
 
 def test_the_backlog_gauges_say_how_much_waits_and_how_old_it_is(
@@ -239,10 +240,7 @@ def test_the_backlog_gauges_say_how_much_waits_and_how_old_it_is(
     store(engine, [3600.0, 1800.0, 60.0], clock)
     _, metrics = start_worker(engine, settings, load_prompts_config(settings.config_file), clock)
     wait_until(
-        lambda: (
-            metric_value(metrics, "judge_backlog_events", prompt=NAME) == 2
-            and metric_value(metrics, "judge_oldest_unjudged_seconds", prompt=NAME) == 3600
-        ),
+        lambda: backlog_shows(metrics, 2, 3600.0),
         60,
         "two waiting, the oldest an hour old (the newest was judged first)",
     )
@@ -300,14 +298,7 @@ def test_an_unpriced_model_is_held_by_the_rate_and_its_spend_is_unknown(
         _, metrics = start_worker(
             engine, settings, load_prompts_config(settings.config_file), clock
         )
-        wait_until(
-            lambda: (
-                len(judged_ids(engine)) == 10
-                and metric_value(metrics, "judge_capped", prompt=NAME, cap="rate") == 1
-            ),
-            60,
-            "a burst of ten, then the rate cap holds",
-        )
+        wait_until(lambda: held_at(engine, metrics, 10, "rate"), 60, "a burst of ten, then held")
     assert metric_value(metrics, "judge_capped", prompt=NAME, cap="budget") == 0
     warnings = [r.getMessage() for r in caplog.records if "no price" in r.getMessage()]
     assert len(warnings) == 1
