@@ -64,6 +64,7 @@ class TrafficConsumer:
         self._lag_checked = 0.0
         self._lag_partitions: set[tuple[str, int]] = set()
         self._owned: frozenset[int] = frozenset()
+        self._partition_count = 0
         try:
             self._consumer = build_client(
                 KafkaConsumer,
@@ -306,6 +307,13 @@ class TrafficConsumer:
         on the consumer's thread; read by the judge's)."""
         return self._owned
 
+    def owned_share(self) -> float:
+        """The share of the traffic topic's partitions this member owns: the part of a
+        prompt's judge budget its judge worker may spend (1 until the first assignment)."""
+        if not self._partition_count:
+            return 1.0
+        return min(1.0, len(self._owned) / self._partition_count)
+
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         self._owned -= {
             tp.partition for tp in partitions if tp.topic == self._settings.traffic_topic
@@ -325,6 +333,8 @@ class TrafficConsumer:
         self._owned |= {
             tp.partition for tp in partitions if tp.topic == self._settings.traffic_topic
         }
+        known = self._consumer._cluster.partitions_for_topic(self._settings.traffic_topic)
+        self._partition_count = len(known or ()) or len(self._owned)
         if partitions:
             self._assigned.set()
         else:

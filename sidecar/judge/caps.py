@@ -104,10 +104,13 @@ class BudgetCap:
         self.spent(now)
         return self.window_usd
 
-    def available(self, now: float, wanted: int) -> int:
+    def available(self, now: float, wanted: int, share: float = 1.0) -> int:
+        """How many of `wanted` may start; `share`: the part of what is left of the hour's
+        budget this process may take (replicas split it by the partitions they own, so
+        replicas that have not yet read each other's spend cannot each spend all of it)."""
         if self.unpriced:
             return wanted
-        room = self.usd_per_hour - self.spent(now)
+        room = (self.usd_per_hour - self.spent(now)) * share
         if self.price is None or self.price <= 0.0:
             return 1 if self.in_flight == 0 and room > 0.0 and wanted > 0 else 0
         fits = math.floor(room / self.price + 1e-9) - self.in_flight
@@ -134,8 +137,9 @@ class JudgeCaps:
         self.budget = BudgetCap(limits.budget_usd_per_hour) if limits.budget_usd_per_hour else None
         self.binding: set[str] = set()
 
-    def admit(self, wanted: int, now: float) -> int:
-        """Reserve up to `wanted` judgments; `release` the ones that find no event."""
+    def admit(self, wanted: int, now: float, share: float = 1.0) -> int:
+        """Reserve up to `wanted` judgments; `release` the ones that find no event. `share`:
+        this replica's part of the budget (see `BudgetCap.available`)."""
         allowed = wanted
         self.binding = set()
         if self.rate is not None:
@@ -144,7 +148,7 @@ class JudgeCaps:
                 allowed = by_rate
                 self.binding.add("rate")
         if self.budget is not None:
-            by_budget = self.budget.available(now, allowed)
+            by_budget = self.budget.available(now, allowed, share)
             if by_budget < allowed:
                 allowed = by_budget
                 self.binding.add("budget")

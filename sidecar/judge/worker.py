@@ -6,9 +6,10 @@ resumes exactly where the last process stopped, and an event the judge could not
 as a `judge_error` and tried again later (the wait doubles up to an hour), never dropped.
 
 Each prompt's caps (`JudgeCaps`: judgments a minute, USD an hour) decide how many judgments may
-start; when one binds, the events wait in the store. A backlog pass every few seconds marks
-events older than the age limit `expired` (kept and counted, never judged), measures what is
-still owed, and reads the judge spend of other processes for the hourly budget.
+start; when one binds, the events wait in the store. The hour's judge spend of other processes
+(earlier ones, other replicas) is read every second; a replica takes only its partitions' share
+of what is left. A backlog pass every few seconds marks events older than the age limit
+`expired` (kept and counted, never judged) and measures what is still owed.
 
 Replicas on one PostgreSQL share the work as they share the topic: each judges the events
 consumed from the partitions its consumer owns now (`owned`), so every event is judged by one
@@ -57,6 +58,7 @@ MAX_PROBE_WAIT_S = 300.0
 FLUSH_EVERY_S = 0.1
 FLUSH_AT = 64
 BACKLOG_EVERY_S = 10.0
+SPEND_READ_EVERY_S = 1.0
 
 Clock = Callable[[], datetime]
 
@@ -88,6 +90,7 @@ class _Lane:
     seen_highest: int = 0
     waiting: int = 0
     next_pass_at: float = 0.0
+    next_spend_read_at: float = 0.0
     unpriced_told: bool = False
     binding: set[str] = field(default_factory=set)
 
@@ -138,6 +141,10 @@ def every_partition() -> None:
     return None
 
 
+def whole_budget() -> float:
+    return 1.0
+
+
 class JudgeWorker:
     """Keeps up to 2 x the judge concurrency events in flight; writes verdicts in batches."""
 
@@ -150,10 +157,12 @@ class JudgeWorker:
         owned: Owned = every_partition,
         clock: Clock = utc_now,
         backlog_every_s: float = BACKLOG_EVERY_S,
+        budget_share: Callable[[], float] = whole_budget,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.backlog_every_s = backlog_every_s
+        self._budget_share = budget_share
         self.gateway = gateway
         self.metrics = metrics
         settings = gateway.settings
@@ -365,9 +374,11 @@ class JudgeWorker:
         for name, lane in self.lanes.items():
             if time.monotonic() >= lane.next_pass_at:
                 self._backlog_pass(name, lane, now, partitions, busy)
+            if time.monotonic() >= lane.next_spend_read_at:
+                self._read_spend(name, lane, now)
             if room <= 0:
                 continue
-            admitted = lane.caps.admit(share, now.timestamp())
+            admitted = lane.caps.admit(share, now.timestamp(), self._budget_share())
             events: list[PendingEvent] = []
             try:
                 if admitted:
@@ -392,7 +403,7 @@ class JudgeWorker:
         partitions: frozenset[int] | None,
         busy: Collection[int],
     ) -> None:
-        """Expire what is too old, measure what is owed, and read the hour's judge spend."""
+        """Expire what is too old, and measure what is owed."""
         lane.next_pass_at = time.monotonic() + self.backlog_every_s
         version = lane.judge.version
         label = self.metrics.prompt_label(name)
@@ -416,10 +427,16 @@ class JudgeWorker:
         settled = owed.highest if owed.lowest_unjudged is None else owed.lowest_unjudged - 1
         lane.sweep_from(max(lane.floor, min(settled, lane.seen_highest)))
         lane.seen_highest = owed.highest
+
+    def _read_spend(self, name: str, lane: _Lane, now: datetime) -> None:
+        """What other processes (earlier ones, other replicas) spent judging this prompt in the
+        last hour: the store's total less this process's own."""
         budget = lane.caps.budget
-        if budget is not None:
-            hour = spend_since(self.engine, name, "judge", now - timedelta(seconds=HOUR_S))
-            budget.others_usd = max(0.0, hour.cost_usd - budget.own_usd(now.timestamp()))
+        lane.next_spend_read_at = time.monotonic() + SPEND_READ_EVERY_S
+        if budget is None:
+            return
+        hour = spend_since(self.engine, name, "judge", now - timedelta(seconds=HOUR_S))
+        budget.others_usd = max(0.0, hour.cost_usd - budget.own_usd(now.timestamp()))
 
     def _show_caps(self, name: str, lane: _Lane, binding: set[str]) -> None:
         if binding == lane.binding:

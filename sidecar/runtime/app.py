@@ -14,7 +14,7 @@ from sidecar.client.security import kafka_security_options
 from sidecar.errors import ConfigError
 from sidecar.ingest.consumer import TrafficConsumer
 from sidecar.judge.judge import judge_for
-from sidecar.judge.worker import JudgeWorker, every_partition
+from sidecar.judge.worker import JudgeWorker, every_partition, whole_budget
 from sidecar.llm.gateway import Gateway
 from sidecar.metrics import Metrics
 from sidecar.optimize.evaluation import evaluation_key
@@ -190,7 +190,12 @@ class App:
         replicas = self.engine.dialect.name == "postgresql"
         owned = consumer.owned_partitions if replicas else every_partition
         self.judge = JudgeWorker(
-            self.engine, self.gateway, self.prompts, self.metrics, owned
+            self.engine,
+            self.gateway,
+            self.prompts,
+            self.metrics,
+            owned,
+            budget_share=consumer.owned_share if replicas else whole_budget,
         ).start()
         self.scheduler = JobScheduler(self.engine, self.settings, self.prompts, self.metrics)
         self.scheduler.start()

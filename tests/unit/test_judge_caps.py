@@ -10,6 +10,7 @@ import pytest
 
 from sidecar.errors import ConfigError
 from sidecar.judge.caps import HOUR_S, JudgeCaps, JudgingLimits
+from sidecar.judge.worker import SPEND_READ_EVERY_S
 from sidecar.settings import JudgingBlock, PromptSpec, load_prompts_config, load_settings
 
 
@@ -146,3 +147,37 @@ def test_a_cap_that_is_not_a_positive_number_is_one_line_naming_where(tmp_path: 
         load_prompts_config(config)
     with pytest.raises(ConfigError, match="SIDECAR_JUDGE_MAX_PER_MINUTE"):
         load_settings(judge_max_per_minute=0)
+
+
+def two_replicas(share: float, rng: random.Random) -> list[tuple[float, float, float]]:
+    """Two replicas judging for 3 simulated hours, each reading the other's spend every
+    second (as the worker reads the store); returns every judgment as `simulate` does."""
+    replicas = [JudgeCaps(limits(budget=0.05), 0.0), JudgeCaps(limits(budget=0.05), 0.0)]
+    in_flight: list[list[tuple[float, float, float]]] = [[], []]
+    done: list[tuple[float, float, float]] = []
+    now = 0.0
+    while now < 3 * HOUR_S:
+        for caps, mine in zip(replicas, in_flight, strict=True):
+            while mine and mine[0][0] <= now:
+                at, cost, began = heapq.heappop(mine)
+                caps.finish(at, cost, 1, 0)
+                done.append((at, cost, began))
+        if now % SPEND_READ_EVERY_S == 0:
+            for caps, other in ((replicas[0], replicas[1]), (replicas[1], replicas[0])):
+                assert caps.budget is not None and other.budget is not None
+                caps.budget.others_usd = other.budget.own_usd(now)
+        for caps, mine in zip(replicas, in_flight, strict=True):
+            for _ in range(caps.admit(16 - len(mine), now, share)):
+                heapq.heappush(mine, (now + rng.uniform(0.5, 20.0), rng.uniform(9e-4, 1.1e-3), now))
+        now += 1.0
+    return done
+
+
+def test_replicas_that_split_the_budget_hold_it_before_they_read_each_others_spend() -> None:
+    split = two_replicas(0.5, random.Random(11))
+    dearest = max(cost for _, cost, _ in split)
+    assert most_in_any(split, HOUR_S, "cost") <= 0.05 + 2 * dearest
+    assert sum(cost for _, cost, _ in split) > 3 * 0.05 * 0.85
+    # each taking the whole of what is left: both spend it before either reads the other
+    whole = two_replicas(1.0, random.Random(11))
+    assert most_in_any(whole, HOUR_S, "cost") > 0.05 + 2 * dearest
