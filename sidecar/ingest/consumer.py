@@ -134,10 +134,9 @@ class TrafficConsumer:
     def _poll_once(self) -> None:
         """Poll once; while the writer is behind, every assigned partition stays paused. A
         record that arrives anyway is queued, never dropped: a later commit would skip it."""
-        behind = self._wait_for_room()
+        self._wait_for_room()
         polled = self._consumer.poll(
-            timeout_ms=0 if behind else POLL_TIMEOUT_MS,
-            max_records=self._settings.ingest_batch_size,
+            timeout_ms=POLL_TIMEOUT_MS, max_records=self._settings.ingest_batch_size
         )
         if not polled:
             return
@@ -151,17 +150,16 @@ class TrafficConsumer:
         }
         self._pending.put(PolledBatch(records, next_offsets, self._offsets.rewinds))
 
-    def _wait_for_room(self) -> bool:
+    def _wait_for_room(self) -> None:
         """When the queue is full, pause and wait for the writer to take a batch (at most one
         poll timeout), then resume at once: a paused poll would sit out its whole timeout
-        while the writer frees room in a few milliseconds. True while still behind."""
+        while the writer frees room in a few milliseconds. Still behind, the poll that follows
+        keeps its full timeout: the group's protocol (a rejoin after a revoke) needs it."""
         self._room.clear()
         if self._pending.full():
             self._pause(True)
             self._room.wait(POLL_TIMEOUT_MS / 1000)
-        behind = self._pending.full()
-        self._pause(behind)
-        return behind
+        self._pause(self._pending.full())
 
     def _pause(self, paused: bool) -> None:
         self._metrics.ingest_paused.set(1 if paused else 0)
