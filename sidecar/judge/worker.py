@@ -58,6 +58,7 @@ MAX_PROBE_WAIT_S = 300.0
 FLUSH_EVERY_S = 0.1
 FLUSH_AT = 64
 BACKLOG_EVERY_S = 10.0
+BACKLOG_DUTY = 0.05
 SPEND_READ_EVERY_S = 1.0
 
 Clock = Callable[[], datetime]
@@ -65,6 +66,13 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def backlog_pause_s(took_s: float, every_s: float) -> float:
+    """The wait after a backlog pass that took `took_s`: at least `every_s`, and long enough
+    that passes use at most BACKLOG_DUTY of the time (a deep backlog makes each pass a scan
+    of every event still owed a verdict; the chatbot's pod must not pay for it)."""
+    return max(every_s, took_s / BACKLOG_DUTY)
 
 
 def retry_wait_s(failures: int, first_wait_s: float) -> float:
@@ -404,7 +412,8 @@ class JudgeWorker:
         busy: Collection[int],
     ) -> None:
         """Expire what is too old, and measure what is owed."""
-        lane.next_pass_at = time.monotonic() + self.backlog_every_s
+        started = time.monotonic()
+        lane.next_pass_at = started + self.backlog_every_s
         version = lane.judge.version
         label = self.metrics.prompt_label(name)
         cutoff = now - timedelta(hours=lane.limits.max_event_age_hours)
@@ -427,6 +436,8 @@ class JudgeWorker:
         settled = owed.highest if owed.lowest_unjudged is None else owed.lowest_unjudged - 1
         lane.sweep_from(max(lane.floor, min(settled, lane.seen_highest)))
         lane.seen_highest = owed.highest
+        finished = time.monotonic()
+        lane.next_pass_at = finished + backlog_pause_s(finished - started, self.backlog_every_s)
 
     def _read_spend(self, name: str, lane: _Lane, now: datetime) -> None:
         """What other processes (earlier ones, other replicas) spent judging this prompt in the

@@ -10,7 +10,7 @@ import pytest
 
 from sidecar.errors import ConfigError
 from sidecar.judge.caps import HOUR_S, JudgeCaps, JudgingLimits
-from sidecar.judge.worker import SPEND_READ_EVERY_S
+from sidecar.judge.worker import SPEND_READ_EVERY_S, backlog_pause_s
 from sidecar.settings import JudgingBlock, PromptSpec, load_prompts_config, load_settings
 
 
@@ -181,3 +181,8 @@ def test_replicas_that_split_the_budget_hold_it_before_they_read_each_others_spe
     # each taking the whole of what is left: both spend it before either reads the other
     whole = two_replicas(1.0, random.Random(11))
     assert most_in_any(whole, HOUR_S, "cost") > 0.05 + 2 * dearest
+
+
+def test_backlog_passes_use_a_bounded_share_of_the_time() -> None:
+    assert backlog_pause_s(0.01, 10.0) == 10.0  # a quick pass: every 10 s
+    assert backlog_pause_s(2.0, 10.0) == pytest.approx(40.0)  # a 2 s scan: 5% of the time
