@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -19,6 +21,9 @@ MIGRATION_LOCK = 0x6E7A_5ED9
 schema at head (the leadership locks in sidecar/store/leadership.py are its neighbours)."""
 
 
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long a SQLite statement waits for another connection's lock before it fails."""
+
 SQLITE_CACHE_KIB = 64 * 1024
 """Page cache per SQLite connection (its default is 2 MiB). The unique index on random event ids
 outgrows 2 MiB at ~50,000 events, and from there every batch's inserts and duplicate checks read
@@ -30,7 +35,7 @@ def create_database_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
             json_serializer=json_text,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -47,11 +52,27 @@ def json_text(value: Any) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _write_ahead_log(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _write_ahead_log(cursor: Any) -> None:
+    """Switch the file to WAL. The switch takes the whole file and, unlike other statements,
+    does not wait for a lock held by another process (two replicas opening a new file at once:
+    one fails at once with "database is locked"), so it is tried again within the busy timeout;
+    a file already in WAL needs no lock."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def migrate(engine: Engine) -> None:
