@@ -39,6 +39,7 @@ from sidecar.llm.ledger import metering
 from sidecar.llm.loop_clients import run_with_models
 from sidecar.metrics import Metrics
 from sidecar.settings import PromptsConfig
+from sidecar.store.database import aware
 from sidecar.store.judgments import (
     JudgmentRecord,
     PendingEvent,
@@ -431,7 +432,7 @@ class JudgeWorker:
         owed = backlog(self.engine, name, version, lane.floor, partitions)
         lane.waiting = owed.events
         self.metrics.judge_backlog.labels(label).set(owed.events)
-        oldest = 0.0 if owed.oldest is None else (now - _utc(owed.oldest)).total_seconds()
+        oldest = 0.0 if owed.oldest is None else (now - aware(owed.oldest)).total_seconds()
         self.metrics.judge_oldest_unjudged.labels(label).set(max(0.0, oldest))
         settled = owed.highest if owed.lowest_unjudged is None else owed.lowest_unjudged - 1
         lane.sweep_from(max(lane.floor, min(settled, lane.seen_highest)))
@@ -501,8 +502,3 @@ class JudgeWorker:
             spend=SpendTotal(meter.cost_usd, meter.calls, meter.unpriced_calls),
             unavailable=unavailable,
         )
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite gives back naive datetimes; the store keeps UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
