@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sidecar.client.template import PLACEHOLDER
 from sidecar.errors import ConfigError
 
 ENV_PREFIX = "SIDECAR_"
@@ -173,9 +176,10 @@ class Settings(BaseSettings):
     @field_validator("config_file", "local_model_path", "kafka_ssl_cafile")
     @classmethod
     def _config_file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
+        if value is None or value.is_file():
+            return value
+        problem = "is a directory, not a file" if value.is_dir() else "no such file"
+        raise PydanticCustomError("path", problem)
 
     @model_validator(mode="after")
     def _kafka_security_fits(self) -> Settings:
@@ -187,6 +191,40 @@ class Settings(BaseSettings):
         if problem is not None:
             raise PydanticCustomError("kafka_security", "{problem}", {"problem": problem})
         return self
+
+    def model_of(self, role: str) -> tuple[str, str | None, SecretStr | None]:
+        """A role's model, API base and key. A role whose model is not set uses the judge's
+        model, and the judge's base and key where it sets none of its own."""
+        model, base, key = (getattr(self, f"{role}_{part}") for part in ROLE_PARTS)
+        fields = self.model_fields_set
+        if role == "judge" or f"{role}_model" in fields:
+            return model, base, key
+        return (
+            self.judge_model,
+            base if f"{role}_api_base" in fields else self.judge_api_base,
+            key if f"{role}_api_key" in fields else self.judge_api_key,
+        )
+
+    def roles_on_judge_model(self) -> tuple[str, ...]:
+        """The roles that fall back to a judge model someone chose."""
+        if "judge_model" not in self.model_fields_set:
+            return ()
+        return tuple(
+            role for role in ("task", "reflection") if f"{role}_model" not in self.model_fields_set
+        )
+
+    def role_fallback_notice(self) -> str | None:
+        """The line said once at start when roles use the judge's model; None when none do."""
+        roles = self.roles_on_judge_model()
+        if not roles:
+            return None
+        variables = ", ".join(f"{ENV_PREFIX}{role.upper()}_MODEL" for role in roles)
+        return (
+            f"{' and '.join(roles)} use the judge's model {self.judge_model} ({variables} not set)"
+        )
+
+
+ROLE_PARTS = ("model", "api_base", "api_key")
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -201,7 +239,28 @@ def load_settings(**overrides: object) -> Settings:
         given = first.get("input")
         secret = name.endswith(("_KEY", "_TOKEN", "_PASSWORD"))
         shown = "" if secret or isinstance(given, dict) or given is None else f" (got {given!r})"
-        raise ConfigError(f"{name}: {first['msg']}{shown}") from None
+        raise ConfigError(f"{name}: {_message(first)}{shown}") from None
+
+
+def _message(error: Any) -> str:
+    """pydantic's message without the `Value error, ` it puts before a validator's own words."""
+    text = str(error["msg"])
+    return text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def misspelled_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each `SIDECAR_*` variable that is not a setting but is close to one: the
+    setting it was meant to be would otherwise be left at its default without a word."""
+    known = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+    warnings = []
+    for variable in sorted(environ):
+        name = variable.upper()
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            warnings.append(f"{variable} is not a setting and is ignored: did you mean {close[0]}?")
+    return warnings
 
 
 class JudgeExample(BaseModel):
@@ -277,6 +336,23 @@ class SamplingBlock(BaseModel):
     segments: dict[SegmentName, Rate] = Field(default_factory=dict)
 
 
+class TaskMessage(BaseModel):
+    """One message of the task template; `{name}` in its content is a component or input key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(min_length=1)]
+
+
+class TaskBlock(BaseModel):
+    """How the task model is asked: the chat messages, in order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: Annotated[list[TaskMessage], Field(min_length=1)]
+
+
 class PromptSpec(BaseModel):
     """One managed prompt in CONFIG_FILE: its seed components, how to run it, how to judge it."""
 
@@ -288,6 +364,40 @@ class PromptSpec(BaseModel):
     judge: JudgeBlock | None = None
     judging: JudgingBlock | None = None
     sampling: SamplingBlock | None = None
+
+    @field_validator("task")
+    @classmethod
+    def _task_is_a_template(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Checked as a TaskBlock but kept as written: the template's exact text is part of
+        the task path's identity (`task_version`), and the SDK renders the same mapping."""
+        if value is not None:
+            TaskBlock.model_validate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _template_uses_every_component(self) -> PromptSpec:
+        """A component the template never names would never reach the task model, so GEPA
+        would tune text nothing reads; a placeholder a letter away from one is a typo."""
+        if self.task is None:
+            return self
+        used = {
+            name
+            for message in self.task["messages"]
+            for name in PLACEHOLDER.findall(str(message["content"]))
+        }
+        problem = None
+        for name in sorted(used - set(self.seed)):
+            close = difflib.get_close_matches(name, list(self.seed), n=1, cutoff=0.8)
+            if close:
+                problem = f"{{{name}}} is not a component of the seed: did you mean {{{close[0]}}}?"
+                break
+        missing = sorted(set(self.seed) - used)
+        if problem is None and missing:
+            names = ", ".join(f"{{{name}}}" for name in missing)
+            problem = f"never names {names}, so the task model would never see it"
+        if problem is not None:
+            raise PydanticCustomError("task", "task.messages: {problem}", {"problem": problem})
+        return self
 
 
 class PromptsConfig(BaseModel):
@@ -311,7 +421,7 @@ def load_prompts_config(path: Path | None) -> PromptsConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "top level"
-        raise ConfigError(f"{setting}: {path}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{setting}: {path}: {where}: {_message(first)}") from None
     names = [prompt.name for prompt in config.prompts]
     if len(names) != len(set(names)):
         raise ConfigError(f"{setting}: {path}: prompt names must be unique")

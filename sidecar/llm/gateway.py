@@ -220,10 +220,10 @@ class Gateway:
 
 
 def _role_model(settings: Settings, role: str) -> RoleModel:
-    key = getattr(settings, f"{role}_api_key")
+    model, api_base, key = settings.model_of(role)
     return RoleModel(
-        model=getattr(settings, f"{role}_model"),
-        api_base=getattr(settings, f"{role}_api_base"),
+        model=model,
+        api_base=api_base,
         api_key=key.get_secret_value() if key is not None else None,
         concurrency=getattr(settings, f"{role}_concurrency"),
     )

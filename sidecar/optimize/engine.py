@@ -259,9 +259,7 @@ class OptimizationRun:
         fraction = pareto_fraction(
             self.settings.optimize_pareto_fraction, len(window), self.guard.budget.max_metric_calls
         )
-        feedback, pareto = split_instances(
-            [(i.row_id, i.segment) for i in window], fraction, self.rng
-        )
+        feedback, pareto = split_instances([(i.row_id, i.segment) for i in window], fraction)
         self.pareto = pareto
         everyone = await asyncio.to_thread(candidates_of, self.db, self.spec.name)
         active = [c for c in everyone.values() if c.status == "active"]

@@ -4,6 +4,7 @@ feedback instance is seen before any is seen twice)."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 
@@ -43,12 +44,12 @@ class MinibatchSampler:
 
 
 def split_instances(
-    instances: Sequence[tuple[int, str | None]],
-    pareto_fraction: float,
-    rng: random.Random,
+    instances: Sequence[tuple[int, str | None]], pareto_fraction: float
 ) -> tuple[list[int], list[int]]:
     """(feedback set, Pareto set), each segment split in the same proportion, so a segment that
-    is 10% of traffic is 10% of both. Every segment with two or more instances has one in each."""
+    is 10% of traffic is 10% of both. Every segment with two or more instances has one in each.
+    Which side an event lands on follows from its id alone, so two runs over the same events
+    score the champion on the same Pareto set (and a sliding window keeps most of it)."""
     if not 0.0 < pareto_fraction < 1.0:
         raise ValueError("pareto_fraction must be strictly between 0 and 1")
     by_segment: dict[str, list[int]] = {}
@@ -57,14 +58,17 @@ def split_instances(
     feedback: list[int] = []
     pareto: list[int] = []
     for segment in sorted(by_segment):
-        members = sorted(set(by_segment[segment]))
-        rng.shuffle(members)
+        members = sorted(set(by_segment[segment]), key=_hashed)
         cut = round(len(members) * pareto_fraction)
         if len(members) >= 2:
             cut = min(max(cut, 1), len(members) - 1)
         pareto.extend(members[:cut])
         feedback.extend(members[cut:])
     return sorted(feedback), sorted(pareto)
+
+
+def _hashed(instance: int) -> bytes:
+    return hashlib.sha256(str(instance).encode()).digest()
 
 
 PARETO_SHARE = 20

@@ -53,6 +53,9 @@ class App:
             )
         self.settings = settings
         self.bootstrap_servers = settings.kafka_bootstrap_servers
+        notice = settings.role_fallback_notice()
+        if notice:
+            log.info("%s", notice)
         self.prompts = prompts or load_prompts_config(settings.config_file)
         self.metrics = Metrics([p.name for p in self.prompts.prompts], settings.publish_targets)
         self.engine = create_database_engine(settings.database_url)

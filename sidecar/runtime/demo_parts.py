@@ -47,16 +47,17 @@ def example_module(name: str) -> Any:
 
 
 def start_models(base: Settings, mode: str, stack: ExitStack) -> Models:
-    configured = [r for r in ROLES if getattr(base, f"{r}_model") != LOCAL_MODEL]
+    chosen = {role: base.model_of(role) for role in ROLES}
+    configured = [role for role, (model, _, _) in chosen.items() if model != LOCAL_MODEL]
     if configured and mode == "simulated":
-        task_key = base.task_api_key.get_secret_value() if base.task_api_key else None
-        named = ", ".join(f"{role}={getattr(base, role + '_model')}" for role in ROLES)
+        task_model, task_base, task_key = chosen["task"]
+        named = ", ".join(f"{role}={model}" for role, (model, _, _) in chosen.items())
         return Models(
             label=f"real models ({named})",
             settings={},
-            chatbot_model=base.task_model,
-            chatbot_api_base=base.task_api_base,
-            chatbot_api_key=task_key,
+            chatbot_model=task_model,
+            chatbot_api_base=task_base,
+            chatbot_api_key=task_key.get_secret_value() if task_key else None,
             can_improve=True,
         )
     if mode == "local":

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, overload
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -77,8 +80,7 @@ def _write_ahead_log(cursor: Any) -> None:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; safe to run on every start and by every replica."""
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
+    config = _alembic_config()
     try:
         with engine.begin() as connection:
             _exclusive(connection)
@@ -86,6 +88,43 @@ def migrate(engine: Engine) -> None:
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
         raise StoreError(f"database migration failed: {first_line(exc)}") from exc
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database's schema stands against this release's migrations."""
+
+    current: str | None
+    head: str
+
+    @property
+    def problem(self) -> str | None:
+        """One line naming what is wrong and the command that fixes it; None at head."""
+        if self.current == self.head:
+            return None
+        if self.current is None:
+            return "holds no sidecar schema (`gepa-sidecar run` creates it at start)"
+        return (
+            f"its schema is at revision {self.current}, this release needs {self.head} "
+            "(`gepa-sidecar run` migrates it at start)"
+        )
+
+
+def schema_state(engine: Engine) -> SchemaState:
+    """The schema's revision read, never changed: read-only commands must not migrate."""
+    script = ScriptDirectory.from_config(_alembic_config())
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"database unreachable: {first_line(exc)}") from exc
+    return SchemaState(current, str(script.get_current_head()))
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    return config
 
 
 def _exclusive(connection: Connection) -> None:

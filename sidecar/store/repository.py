@@ -186,6 +186,18 @@ def stored_event_ids(engine: Engine) -> list[str]:
         return list(connection.execute(select(Event.event_id)).scalars())
 
 
+def recent_input_keys(engine: Engine, prompt_name: str, limit: int) -> set[str]:
+    """The input keys the prompt's newest `limit` events carry (what a template may name)."""
+    query = (
+        select(Event.inputs)
+        .where(Event.prompt_name == prompt_name)
+        .order_by(Event.received_at.desc())
+        .limit(limit)
+    )
+    with transaction(engine) as connection:
+        return {key for inputs in connection.execute(query).scalars() for key in inputs}
+
+
 def ingest_totals(engine: Engine) -> dict[str, int]:
     """Totals per outcome over all prompts, as `status` reports them."""
     totals = dict.fromkeys(("accepted", "sampled_out", "invalid", "duplicate"), 0)
