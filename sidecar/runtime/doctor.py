@@ -115,7 +115,9 @@ class Doctor:
         if on_disk and not Path(str(url.database)).is_file():  # connecting would create it
             self._add("database", "fail", f"{shown}: no database file yet (`run` creates it)")
             return None
-        engine = self._guard("database", lambda: create_database_engine(settings.database_url))
+        engine = self._guard(
+            "database", lambda: create_database_engine(settings.database_url, read_only=True)
+        )
         if engine is None:
             return None
         state = self._guard("database", lambda: schema_state(engine))

@@ -33,15 +33,17 @@ outgrows 2 MiB at ~50,000 events, and from there every batch's inserts and dupli
 index pages back from the OS: ingest slowed as the table grew. Pages are allocated as used."""
 
 
-def create_database_engine(url: str) -> Engine:
-    """An engine for SQLite (WAL, so the CLI can read while `run` writes) or PostgreSQL."""
+def create_database_engine(url: str, read_only: bool = False) -> Engine:
+    """An engine for SQLite (WAL, so the CLI can read while `run` writes) or PostgreSQL.
+    `read_only`: a SQLite file is left in the journal mode it has, since switching it to WAL
+    writes to it (an empty file would become a 4 KiB database)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
             json_serializer=json_text,
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_read_pragmas if read_only else _sqlite_pragmas)
         return engine
     return create_engine(
         url, pool_pre_ping=True, pool_size=5, max_overflow=5, json_serializer=json_text
@@ -56,6 +58,12 @@ def json_text(value: Any) -> str:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     _write_ahead_log(cursor)
+    cursor.close()
+    _sqlite_read_pragmas(dbapi_connection, _record)
+
+
+def _sqlite_read_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.execute("PRAGMA foreign_keys=ON")
