@@ -97,6 +97,7 @@ def test_a_json_run_writes_json_lines_and_exports_the_standard_metrics(
         topics,
         tmp_path,
         SIDECAR_LOG_FORMAT="json",
+        SIDECAR_JUDGE_MODEL="openai/judge",
         SIDECAR_JUDGE_API_BASE=llm_server.api_base,
         SIDECAR_PUBLISH_TARGETS="file,http",
     )
@@ -141,6 +142,12 @@ def test_a_json_run_writes_json_lines_and_exports_the_standard_metrics(
     serving = [e for e in entries if e["message"].startswith("sidecar serving on port")]
     assert [e["level"] for e in serving] == ["INFO"]
     assert serving[0]["logger"] == "sidecar.runtime.app"
+    # only the judge's model is set: the other roles use it, and the log says so once
+    notice = (
+        "task and reflection use the judge's model openai/judge "
+        "(SIDECAR_TASK_MODEL, SIDECAR_REFLECTION_MODEL not set)"
+    )
+    assert [e["message"] for e in entries].count(notice) == 1
 
 
 def test_a_warning_level_json_run_logs_its_exception_in_one_line_and_no_info(
