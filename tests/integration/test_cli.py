@@ -89,8 +89,12 @@ def test_run_without_bootstrap_servers_names_the_setting(tmp_path: Path) -> None
         "prompts:\n  - name: customer-care\n    seed: {}\n",
         "prompts: [unclosed\n  - {name: x",
         "prompts:\n  - name: has space\n    seed: {system_prompt: hi}\n",
+        "prompts:\n  - name: x\n    seed: {system_prompt: hi}\n    task:\n      messages:\n"
+        "        - {role: system, content: '{system_promt}'}\n",
+        "prompts:\n  - name: x\n    seed: {system_prompt: hi}\n    task:\n      messages:\n"
+        "        - {role: sytem, content: '{system_prompt}'}\n",
     ],
-    ids=["empty-seed", "not-yaml", "bad-name"],
+    ids=["empty-seed", "not-yaml", "bad-name", "placeholder-typo", "role-typo"],
 )
 def test_run_refuses_a_bad_config_file(tmp_path: Path, text: str) -> None:
     config = tmp_path / "prompts.yaml"
