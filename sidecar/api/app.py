@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sidecar import __version__
 from sidecar.api.auth import AdminGuard
 from sidecar.api.decisions import decision_routes
-from sidecar.api.models import HealthBody, Liveness, ReadinessBody
+from sidecar.api.models import HealthBody, Liveness, ReadinessBody, clipped
 from sidecar.api.pages import STATIC, page_routes
 from sidecar.api.prompts import Scores, prompt_routes
 from sidecar.errors import StoreError
@@ -103,10 +103,11 @@ def create_api(
 
 
 def validation_detail(error: RequestValidationError) -> str:
-    """Every field's complaint, in one line: `body.reason: Field required`."""
+    """Every field's complaint, in one line: `body.reason: Field required`. A location names
+    at most 80 characters of each part (an unknown body field is named by the caller)."""
     parts = []
     for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"])
+        where = ".".join(clipped(str(part)) for part in problem["loc"])
         parts.append(f"{where}: {' '.join(str(problem['msg']).split())}")
     return "; ".join(parts) or "invalid request"
 

@@ -33,6 +33,23 @@ Reason = Annotated[
 """Why, in a person's words (the audit row's `reason`): never blank when given."""
 
 
+QUOTED_CHARS = 80
+"""The most of a caller's own text (a path segment, a field name) an error message repeats."""
+
+
+def clipped(text: str) -> str:
+    """A caller's text as an error message repeats it: at most QUOTED_CHARS characters, cut
+    with an ellipsis, so a 100 KB path is never echoed back."""
+    if len(text) <= QUOTED_CHARS:
+        return text
+    return text[: QUOTED_CHARS - 1] + "…"
+
+
+def quoted(text: str) -> str:
+    """`clipped(text)` in quotes (its repr, so a control character cannot break the line)."""
+    return repr(clipped(text))
+
+
 class ErrorBody(BaseModel):
     """Every 4xx and 503 answer: one line that says what was wrong."""
 

@@ -25,6 +25,7 @@ from sidecar.api.charts import (
     trend_points,
     trend_svg,
 )
+from sidecar.api.models import clipped
 from sidecar.api.prompts import Scores, require_database, versions_of
 from sidecar.api.side_by_side import side_by_side
 from sidecar.promote.lifecycle import REJECTABLE, UNGATED, Status
@@ -130,7 +131,7 @@ def page_routes(engine: Engine | None, scores: Scores | None) -> APIRouter:
         except HTTPException as missing:
             return not_found_page(request, str(missing.detail))
         if version not in found:
-            return not_found_page(request, f"{name} has no version {version}")
+            return not_found_page(request, f"{clipped(name)} has no version {version}")
         candidate = found[version]
         scored = means(name)
         active = next((c for c in found.values() if c.status == Status.ACTIVE), None)

@@ -17,6 +17,8 @@ from sidecar.api.models import (
     CandidateView,
     ErrorBody,
     PromptSummary,
+    clipped,
+    quoted,
 )
 from sidecar.events import PromptDocument
 from sidecar.optimize.lineage import candidate_view
@@ -40,18 +42,19 @@ def require_database(engine: Engine | None) -> Engine:
 
 def versions_of(engine: Engine | None, name: str) -> dict[int, Candidate]:
     """Every version of a prompt; 404 when the store knows no prompt of that name (a name with
-    a NUL character is none: PostgreSQL refuses it in a query, so it is never asked)."""
+    a NUL character is none: PostgreSQL refuses it in a query, so it is never asked). The
+    404 repeats at most 80 characters of the name."""
     database = require_database(engine)
     found = {} if "\x00" in name else candidates_of(database, name)
     if not found:
-        raise HTTPException(404, f"no prompt named {name!r}")
+        raise HTTPException(404, f"no prompt named {quoted(name)}")
     return found
 
 
 def require_version(engine: Engine | None, name: str, version: int) -> Candidate:
     found = versions_of(engine, name)
     if version not in found:
-        raise HTTPException(404, f"{name} has no version {version}")
+        raise HTTPException(404, f"{clipped(name)} has no version {version}")
     return found[version]
 
 
@@ -118,7 +121,8 @@ def prompt_routes(
         document = served.get(name) if served is not None else None
         if document is None:
             raise HTTPException(
-                404, f"nothing is served for {name!r} here: not published to this replica (yet)"
+                404,
+                f"nothing is served for {quoted(name)} here: not published to this replica (yet)",
             )
         return active_response(document, if_none_match)
 

@@ -1,5 +1,6 @@
 """What every command shares: the `--json` and `--prompt` options, choosing the prompt, opening
-the database a running sidecar uses, logging, and stopping on a signal. Imports stay light so
+the database a running sidecar uses (migrated for the commands that write, read-only for those
+that read), logging, and stopping on a signal. Imports stay light so
 that `gepa-sidecar --help` starts quickly; each command imports its heavy parts itself."""
 
 from __future__ import annotations
@@ -62,6 +63,41 @@ def required_spec(settings: Settings, prompt: str | None) -> PromptSpec:
     if spec is None:
         raise InputError("SIDECAR_CONFIG_FILE: names no prompt to work on")
     return spec
+
+
+def read_prompt(
+    settings: Settings, prompt: str | None, engine: Any
+) -> tuple[str, PromptSpec | None]:
+    """The prompt a reading command works on, from the database alone: `--prompt`, else the
+    only prompt the database knows. CONFIG_FILE, when set, narrows the choice to its prompts
+    (and may name one not seeded yet) and gives the chosen one's spec."""
+    from sidecar.store.prompt_reads import prompt_names
+
+    specs = {spec.name: spec for spec in load_prompts_config(settings.config_file).prompts}
+    known = prompt_names(engine)
+    if prompt is not None:
+        if prompt not in known and prompt not in specs:
+            names = ", ".join(sorted(set(known) | set(specs))) or "none"
+            raise InputError(f"--prompt: no prompt named {prompt!r} (known: {names})")
+        return prompt, specs.get(prompt)
+    choices = sorted(specs) or known
+    if len(choices) > 1:
+        raise InputError(f"--prompt: several prompts are managed ({', '.join(choices)})")
+    if not choices:
+        raise InputError(
+            "SIDECAR_DATABASE_URL: the database holds no prompt yet (`gepa-sidecar run` seeds "
+            "those of SIDECAR_CONFIG_FILE)"
+        )
+    return choices[0], specs.get(choices[0])
+
+
+def read_only_database(settings: Settings) -> Any:
+    """An engine on the existing database, at this gepa-sidecar's schema, that never migrates
+    and refuses every write: what the reading commands use."""
+    from sidecar.store.database import open_read_only
+
+    require_database(settings)
+    return open_read_only(settings.database_url)
 
 
 def database(settings: Settings) -> Any:

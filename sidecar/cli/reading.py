@@ -1,16 +1,20 @@
 """Commands that read what the optimizer did, without changing anything: `candidates`, `show`,
-`diff`, `lineage`, and `export` (a version in the shape an app loads)."""
+`diff`, `lineage`, and `export` (a version in the shape an app loads). They never migrate or
+write, and work from the database alone: the config file only narrows the choice of prompt and
+says which evaluation key is current (without it, the key the newest replay used)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from sidecar.cli.common import JsonFlag, PromptOption, database, required_spec
+from sidecar.cli.common import JsonFlag, PromptOption, read_only_database, read_prompt
 from sidecar.errors import InputError
+from sidecar.promote.lifecycle import Status
 from sidecar.settings import Settings, load_settings
 
 
@@ -30,25 +34,26 @@ def candidates(
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """The prompt's versions: status, mean score, what changed."""
-    from sidecar.optimize.lineage import candidate_view
-
+    """The prompt's versions: status, replayed mean score, live mean, what changed."""
+    if status_filter is not None and status_filter not in set(Status):
+        raise InputError(
+            f"--status: must be one of {', '.join(Status)} (got {status_filter[:80]!r})"
+        )
     settings = load_settings()
-    _, found, means = _views(settings, prompt)
+    reading = _read(settings, prompt)
     views = [
-        candidate_view(candidate, means.get(version))
-        for version, candidate in sorted(found.items())
+        reading.view(version)
+        for version, candidate in sorted(reading.candidates.items())
         if status_filter is None or candidate.status == status_filter
     ]
     if json_output:
         typer.echo(json.dumps(views, indent=2, sort_keys=True))
         return
     for view in views:
-        score = "unscored" if view["mean_score"] is None else f"{view['mean_score']:.3f}"
         flagged = f"  FLAGGED ({len(view['flags'])})" if view["flags"] else ""
         typer.echo(
-            f"v{view['version']:<4} {view['status']:<18} {score:<9} "
-            f"{view['mutation_summary'] or ''}{flagged}"
+            f"v{view['version']:<4} {view['status']:<18} {_replay(view):<15}  {_live(view):<22}"
+            f"  {view['mutation_summary'] or ''}{flagged}".rstrip()
         )
 
 
@@ -57,17 +62,25 @@ def show(
     prompt: PromptOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """One version: components, parents, flags, evidence."""
-    from sidecar.optimize.lineage import candidate_view
-
+    """One version: components, parents, flags, evidence, replayed and live scores."""
     settings = load_settings()
-    name, found, means = _views(settings, prompt)
-    view = candidate_view(_version(found, version, name), means.get(version))
+    reading = _read(settings, prompt)
+    name = reading.name
+    _version(reading.candidates, version, name)
+    view = reading.view(version)
     if json_output:
         typer.echo(json.dumps(view, indent=2, sort_keys=True))
         return
     typer.echo(f"{name} v{version} [{view['status']}]  parents {view['parents'] or 'none'}")
     typer.echo(f"change: {view['mutation_summary'] or '-'}")
+    live = view["live"]
+    monitored = (
+        f"; live {live['mean_score']:.3f} over {live['judged_events']} judged production "
+        "events (monitoring, not a replay score)"
+        if live
+        else ""
+    )
+    typer.echo(f"score: {_replay(view)}{monitored}")
     for flag in view["flags"]:
         typer.echo(f"FLAG: {flag}")
     for component, text in sorted(view["components"].items()):
@@ -84,7 +97,8 @@ def diff(
     from sidecar.optimize.lineage import component_diff
 
     settings = load_settings()
-    name, found, _ = _views(settings, prompt)
+    reading = _read(settings, prompt)
+    name, found = reading.name, reading.candidates
     older, newer = _version(found, a, name), _version(found, b, name)
     if json_output:
         report = {"prompt": name, "a": a, "b": b, "components": _component_changes(older, newer)}
@@ -95,15 +109,15 @@ def diff(
 
 def lineage(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
     """Every version as a tree under its parent: status, score, what changed."""
-    from sidecar.optimize.lineage import candidate_view, lineage_lines
+    from sidecar.optimize.lineage import lineage_lines
 
     settings = load_settings()
-    _, found, means = _views(settings, prompt)
+    reading = _read(settings, prompt)
     if json_output:
-        views = [candidate_view(c, means.get(v)) for v, c in sorted(found.items())]
+        views = [reading.view(version) for version in sorted(reading.candidates)]
         typer.echo(json.dumps(views, indent=2, sort_keys=True))
         return
-    typer.echo("\n".join(lineage_lines(found, means)))
+    typer.echo("\n".join(lineage_lines(reading.candidates, reading.means)))
 
 
 EXPORT_FORMATS = ("json", "dspy")
@@ -138,9 +152,9 @@ def export(
             f"(got {output.name})"
         )
     settings = load_settings()
-    name = required_spec(settings, prompt).name
-    engine = database(settings)
+    engine = read_only_database(settings)
     try:
+        name, _ = read_prompt(settings, prompt, engine)
         found = candidates_of(engine, name)
     finally:
         engine.dispose()
@@ -156,23 +170,79 @@ def export(
     typer.echo(f"wrote {name} v{version} ({export_format}) to {output}")
 
 
-def _views(settings: Settings, prompt: str | None) -> tuple[str, dict[int, Any], dict[int, Any]]:
-    """(prompt name, candidates by version, their mean scores) for the reading commands."""
+@dataclass(frozen=True)
+class Reading:
+    """What the reading commands show of one prompt: its versions, their replayed means under
+    one evaluation key (like for like), and their live means (production monitoring)."""
+
+    name: str
+    candidates: dict[int, Any]
+    means: dict[int, tuple[float, int]]
+    live: dict[int, Any]
+
+    def view(self, version: int) -> dict[str, Any]:
+        """`show --json`'s object; `live` is kept apart from `mean_score`, never mixed in."""
+        from sidecar.optimize.lineage import candidate_view
+
+        view = candidate_view(self.candidates[version], self.means.get(version))
+        live = self.live.get(version)
+        view["live"] = (
+            None
+            if live is None
+            else {
+                "mean_score": round(live.mean, 4),
+                "judged_events": live.judged,
+                "judge_version": live.judge_version,
+            }
+        )
+        return view
+
+
+def _read(settings: Settings, prompt: str | None) -> Reading:
+    """The prompt's versions and scores, read without migrating or writing. The evaluation key
+    and judge version are CONFIG_FILE's when it names the prompt, else the newest the database
+    holds."""
+    from sidecar.store.candidates import candidate_means, candidates_of
+    from sidecar.store.prompt_reads import latest_evaluation_key, latest_judge_version, live_means
+
+    engine = read_only_database(settings)
+    try:
+        name, spec = read_prompt(settings, prompt, engine)
+        key: tuple[str, str] | None
+        if spec is not None:
+            key = _configured_key(settings, spec)
+            judge_version: str | None = key[1]
+        else:
+            key = latest_evaluation_key(engine, name)
+            judge_version = latest_judge_version(engine, name)
+        return Reading(
+            name,
+            candidates_of(engine, name),
+            candidate_means(engine, name, key) if key else {},
+            live_means(engine, name, judge_version) if judge_version else {},
+        )
+    finally:
+        engine.dispose()
+
+
+def _configured_key(settings: Settings, spec: Any) -> tuple[str, str]:
     from sidecar.judge.judge import judge_for
     from sidecar.llm.gateway import Gateway
     from sidecar.optimize.evaluation import evaluation_key
-    from sidecar.store.candidates import candidate_means, candidates_of
 
-    spec = required_spec(settings, prompt)
     gateway = Gateway(settings)
-    key = evaluation_key(gateway, judge_for(gateway, spec), spec)
-    engine = database(settings)
-    try:
-        candidates = candidates_of(engine, spec.name)
-        means = candidate_means(engine, spec.name, key)
-    finally:
-        engine.dispose()
-    return spec.name, candidates, means
+    return evaluation_key(gateway, judge_for(gateway, spec), spec)
+
+
+def _replay(view: dict[str, Any]) -> str:
+    if view["mean_score"] is None:
+        return "replay unscored"
+    return f"replay {view['mean_score']:.3f}"
+
+
+def _live(view: dict[str, Any]) -> str:
+    live = view["live"]
+    return "" if live is None else f"live {live['mean_score']:.3f} ({live['judged_events']} events)"
 
 
 def _version(candidates: dict[int, Any], version: int, name: str) -> Any:

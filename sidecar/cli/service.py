@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sidecar.cli.common import JsonFlag, configure_logging, database, stop_on_signals
+from sidecar.cli.common import JsonFlag, configure_logging, read_only_database, stop_on_signals
 from sidecar.errors import InputError, SidecarError
 from sidecar.settings import load_prompts_config, load_settings
 
@@ -139,7 +139,7 @@ def status(json_output: JsonFlag = False) -> None:
     from sidecar.store.spend import spend_summary
 
     settings = load_settings()
-    engine = database(settings)
+    engine = read_only_database(settings)
     summary = {**status_summary(engine), "spend": spend_summary(engine, datetime.now(UTC))}
     engine.dispose()
     if json_output:

@@ -107,7 +107,7 @@ class Doctor:
     def _database(self, settings: Settings) -> Any:
         from sqlalchemy import make_url
 
-        from sidecar.store.database import create_database_engine, schema_state
+        from sidecar.store.database import open_read_only, schema_state
 
         url = make_url(settings.database_url)
         shown = url.render_as_string(hide_password=True)
@@ -115,20 +115,10 @@ class Doctor:
         if on_disk and not Path(str(url.database)).is_file():  # connecting would create it
             self._add("database", "fail", f"{shown}: no database file yet (`run` creates it)")
             return None
-        engine = self._guard(
-            "database", lambda: create_database_engine(settings.database_url, read_only=True)
-        )
-        if engine is None:
-            return None
-        state = self._guard("database", lambda: schema_state(engine))
-        if state is None:
-            engine.dispose()
-            return None
-        if state.problem is not None:
-            self._add("database", "fail", f"{shown}: {state.problem}")
-            engine.dispose()
-            return None
-        self._add("database", "ok", f"{shown}: reachable, schema at {state.current} (current)")
+        engine = self._guard("database", lambda: open_read_only(settings.database_url))
+        if engine is not None:
+            revision = schema_state(engine).current
+            self._add("database", "ok", f"{shown}: reachable, schema at {revision} (current)")
         return engine
 
     def _templates(self, engine: Any, prompts: PromptsConfig) -> None:

@@ -1,4 +1,6 @@
-"""The database engine and its schema migrations; the schema is upgraded at every start-up."""
+"""The database engine and its schema migrations; the schema is upgraded at every start-up.
+Read-only clients (the CLI's reading commands) open it without migrating, and are refused with
+one line when the schema is missing or behind this gepa-sidecar's."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from sidecar.errors import StoreError
+from sidecar.errors import ConfigError, StoreError
 
 MIGRATIONS = "sidecar.store:migrations"
 MIGRATION_LOCK = 0x6E7A_5ED9
@@ -33,17 +36,15 @@ outgrows 2 MiB at ~50,000 events, and from there every batch's inserts and dupli
 index pages back from the OS: ingest slowed as the table grew. Pages are allocated as used."""
 
 
-def create_database_engine(url: str, read_only: bool = False) -> Engine:
-    """An engine for SQLite (WAL, so the CLI can read while `run` writes) or PostgreSQL.
-    `read_only`: a SQLite file is left in the journal mode it has, since switching it to WAL
-    writes to it (an empty file would become a 4 KiB database)."""
+def create_database_engine(url: str) -> Engine:
+    """An engine for SQLite (WAL, so the CLI can read while `run` writes) or PostgreSQL."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
             json_serializer=json_text,
         )
-        event.listen(engine, "connect", _sqlite_read_pragmas if read_only else _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(
         url, pool_pre_ping=True, pool_size=5, max_overflow=5, json_serializer=json_text
@@ -58,12 +59,6 @@ def json_text(value: Any) -> str:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     _write_ahead_log(cursor)
-    cursor.close()
-    _sqlite_read_pragmas(dbapi_connection, _record)
-
-
-def _sqlite_read_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -86,53 +81,134 @@ def _write_ahead_log(cursor: Any) -> None:
             time.sleep(0.02)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe to run on every start and by every replica."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest revision (or to `revision`, for tests of older schemas);
+    safe to run on every start and by every replica."""
     config = _alembic_config()
     try:
         with engine.begin() as connection:
             _exclusive(connection)
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"database migration failed: {first_line(exc)}") from exc
-
-
-@dataclass(frozen=True)
-class SchemaState:
-    """Where a database's schema stands against this release's migrations."""
-
-    current: str | None
-    head: str
-
-    @property
-    def problem(self) -> str | None:
-        """One line naming what is wrong and the command that fixes it; None at head."""
-        if self.current == self.head:
-            return None
-        if self.current is None:
-            return "holds no sidecar schema (`gepa-sidecar run` creates it at start)"
-        return (
-            f"its schema is at revision {self.current}, this release needs {self.head} "
-            "(`gepa-sidecar run` migrates it at start)"
-        )
-
-
-def schema_state(engine: Engine) -> SchemaState:
-    """The schema's revision read, never changed: read-only commands must not migrate."""
-    script = ScriptDirectory.from_config(_alembic_config())
-    try:
-        with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-    except SQLAlchemyError as exc:
-        raise StoreError(f"database unreachable: {first_line(exc)}") from exc
-    return SchemaState(current, str(script.get_current_head()))
 
 
 def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     return config
+
+
+def head_revision() -> str:
+    """The newest schema revision this gepa-sidecar knows (from its migrations, never typed)."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships its migrations
+        raise StoreError(f"no schema migrations found in {MIGRATIONS}")
+    return head
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database's schema stands against this gepa-sidecar's migrations."""
+
+    current: str | None
+    """The revision recorded in the database; None when it has no sidecar schema at all."""
+    head: str
+    known: bool
+    """Whether `current` is one of this gepa-sidecar's revisions (else a newer one wrote it)."""
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+
+def schema_state(engine: Engine) -> SchemaState:
+    """The database's revision against head, read without migrating or writing anything."""
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"database error: {first_line(exc)}") from exc
+    script = ScriptDirectory.from_config(_alembic_config())
+    known = True
+    if current is not None:
+        try:
+            known = script.get_revision(current) is not None
+        except CommandError:
+            known = False
+    return SchemaState(current, head_revision(), known)
+
+
+def schema_problem(state: SchemaState, where: str) -> str | None:
+    """One line saying why a client cannot read the database at `where`, and what fixes it;
+    None when the schema is at head."""
+    if state.at_head:
+        return None
+    prefix = f"SIDECAR_DATABASE_URL: the database at {where}"
+    if state.current is None:
+        return f"{prefix} has no sidecar schema (start `gepa-sidecar run` once to create it)"
+    if not state.known:
+        return (
+            f"{prefix} is at revision {state.current}, newer than this gepa-sidecar knows "
+            f"(it needs {state.head}): upgrade gepa-sidecar"
+        )
+    return (
+        f"{prefix} is at revision {state.current}, this gepa-sidecar needs {state.head}: "
+        "run `gepa-sidecar run` (it migrates at start)"
+    )
+
+
+def open_read_only(url: str) -> Engine:
+    """An engine whose every connection refuses writes, on a schema already at head: what a
+    reading client uses, so it never migrates or changes the database it reads. A missing or
+    outdated schema is a ConfigError naming the command that fixes it."""
+    engine = _read_only_engine(url)
+    try:
+        problem = schema_problem(schema_state(engine), _where(engine))
+    except BaseException:
+        engine.dispose()
+        raise
+    if problem is not None:
+        engine.dispose()
+        raise ConfigError(problem)
+    return engine
+
+
+def _read_only_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+            json_serializer=json_text,
+        )
+        event.listen(engine, "connect", _sqlite_query_only)
+        return engine
+    engine = create_engine(url, pool_pre_ping=True, json_serializer=json_text)
+    event.listen(engine, "connect", _postgresql_read_only)
+    return engine
+
+
+def _sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
+    """No journal-mode switch (it writes the file's header), and no write at all."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    cursor.close()
+
+
+def _postgresql_read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    cursor.close()
+    dbapi_connection.commit()
+
+
+def _where(engine: Engine) -> str:
+    """The database a person named: a SQLite file's path, else the URL without its password."""
+    if engine.url.get_backend_name() == "sqlite":
+        return str(engine.url.database)
+    return engine.url.render_as_string(hide_password=True)
 
 
 def _exclusive(connection: Connection) -> None:

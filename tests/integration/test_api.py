@@ -377,3 +377,25 @@ def test_without_a_working_database_store_routes_are_503(tmp_path: Path) -> None
                 assert client.get("/healthz").status_code == 200
     finally:
         unmigrated.dispose()
+
+
+def test_errors_repeat_at_most_80_characters_of_what_the_caller_sent(api: Api) -> None:
+    name = "n" * 60_000  # httpx refuses URLs over 64 KiB
+    cut = "n" * 79 + "…"
+    for path, detail in [
+        (f"/v1/prompts/{name}/versions", f"no prompt named '{cut}'"),
+        (f"/v1/prompts/{name}/versions/1", f"no prompt named '{cut}'"),
+        (f"/v1/prompts/{name}/candidates", f"no prompt named '{cut}'"),
+        (
+            f"/v1/prompts/{name}/active",
+            f"nothing is served for '{cut}' here: not published to this replica (yet)",
+        ),
+    ]:
+        response = api.client.get(path)
+        assert (response.status_code, response.json()) == (404, {"detail": detail})
+    page = api.client.get(f"/ui/prompts/{name}")
+    assert page.status_code == 404
+    assert cut in page.text and "n" * 81 not in page.text
+    extra = api.post("/candidates/1/approve", {"by": "alice", name: "x"})
+    assert extra.status_code == 422
+    assert extra.json()["detail"] == f"body.{cut}: Extra inputs are not permitted"

@@ -8,11 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from alembic import command
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import inspect
 
 from sidecar.runtime.broker import free_port
-from sidecar.store.database import _alembic_config
+from sidecar.store.database import create_database_engine, head_revision, migrate
 from tests.cli_helpers import prepare_database, sidecar
 from tests.conftest import Topics
 from tests.llm_server import LlmServer
@@ -138,7 +137,8 @@ def test_an_empty_database_fails_and_stays_empty(
     result = sidecar(tmp_path, "doctor", "--no-models", **settings)
     assert result.returncode == 1
     assert lines(result)["database"] == [
-        f"FAIL {url}: holds no sidecar schema (`gepa-sidecar run` creates it at start)"
+        f"FAIL SIDECAR_DATABASE_URL: the database at {empty} has no sidecar schema (start "
+        "`gepa-sidecar run` once to create it)"
     ]
     assert empty.stat().st_size == 0
     missing = tmp_path / "missing.db"
@@ -151,11 +151,8 @@ def test_an_empty_database_fails_and_stays_empty(
 def test_an_outdated_schema_is_named_and_left_as_it_is(
     tmp_path: Path, database_url: str, kafka_bootstrap: str, topics: Topics, llm_server: LlmServer
 ) -> None:
-    engine = create_engine(database_url)
-    config = _alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0005")
+    engine = create_database_engine(database_url)
+    migrate(engine, "0005")
     tables = set(inspect(engine).get_table_names())
     settings = settings_for(tmp_path, database_url, kafka_bootstrap, topics, llm_server)
     result = sidecar(tmp_path, "doctor", "--no-models", **settings)
@@ -163,17 +160,11 @@ def test_an_outdated_schema_is_named_and_left_as_it_is(
     [line] = lines(result)["database"]
     assert line.startswith("FAIL ")
     assert line.endswith(
-        "its schema is at revision 0005, this release needs "
-        f"{_alembic_head()} (`gepa-sidecar run` migrates it at start)"
+        f"is at revision 0005, this gepa-sidecar needs {head_revision()}: run `gepa-sidecar run` "
+        "(it migrates at start)"
     )
     assert set(inspect(engine).get_table_names()) == tables
     engine.dispose()
-
-
-def _alembic_head() -> str:
-    from alembic.script import ScriptDirectory
-
-    return str(ScriptDirectory.from_config(_alembic_config()).get_current_head())
 
 
 def test_no_broker_setting_and_no_broker_are_failures(
