@@ -51,7 +51,10 @@ def test_runs_climb_and_warm_runs_on_shifted_traffic_keep_what_was_found(
     versions = candidates_of(engine, HARD_SPEC.name)
     best = hidden_score(versions[cold.best_version].components)
     assert best > hidden_score(versions[1].components) + 0.3
-    assert cold.proposed and warm.proposed
+    assert cold.proposed
+    # the warm run proposes what it found, unless what it found is the cold run's proposal
+    # (only a version still in the pool can become `proposed`)
+    assert warm.proposed or versions[warm.best_version].status == "proposed"
     # the warm run starts from the frontier the cold one left (it replays the cold run's best on
     # the new events) and ends no worse on held-out questions, give or take the judge's noise
     with transaction(engine) as connection:
