@@ -157,7 +157,9 @@ def status(json_output: JsonFlag = False) -> None:
     typer.echo(_format_status(summary, now))
 
 
-def _format_status(summary: dict[str, Any], now: datetime) -> str:
+def _format_status(summary: dict[str, Any], now: datetime | None = None) -> str:
+    """`status` for a person; `now` (default: the clock) dates the models' last errors."""
+    now = now or datetime.now(UTC)
     events = summary["events"]
     optimization = summary["optimization"]
     lines = [
@@ -169,7 +171,7 @@ def _format_status(summary: dict[str, Any], now: datetime) -> str:
     for window, title in (("last_hour", "last hour"), ("last_day", "last day ")):
         parts = "  ".join(f"{purpose}={_money(spend[purpose][window])}" for purpose in spend)
         lines.append(f"spend      {title}  {parts}")
-    for role, error in summary["models"].items():
+    for role, error in summary.get("models", {}).items():
         lines.append(f"model      {role:<10} {_model_error(error, now)}")
     for name, prompt in summary["prompts"].items():
         published = "  ".join(f"{t}=v{v}" for t, v in sorted(prompt["published"].items()))
