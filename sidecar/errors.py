@@ -37,7 +37,9 @@ class PublishError(SidecarError):
 class LlmError(SidecarError):
     """A model call failed; `retryable` says whether asking again later may succeed.
 
-    `status` is the provider's HTTP status when there was one; `retry_after_s` its hint.
+    `status` is the provider's HTTP status when there was one; `retry_after_s` its hint;
+    `kind` a bounded name for what went wrong (`AuthenticationError`, `APIConnectionError`,
+    `timeout`, ...), fit for a metric label; `detail` the provider's own words, in one line.
     """
 
     def __init__(
@@ -47,8 +49,12 @@ class LlmError(SidecarError):
         retryable: bool,
         status: int | None = None,
         retry_after_s: float | None = None,
+        kind: str = "error",
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.retry_after_s = retry_after_s
+        self.kind = kind
+        self.detail = detail or message

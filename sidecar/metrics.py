@@ -122,6 +122,13 @@ class Metrics:
             ["role"],
             registry=self.registry,
         )
+        self.llm_errors = Counter(
+            PREFIX + "llm_errors",
+            "Model calls that failed for good (after the gateway's retries), by role and kind "
+            "(the error's class, e.g. AuthenticationError, APIConnectionError, timeout).",
+            ["role", "kind"],
+            registry=self.registry,
+        )
         self.optimization_runs = Counter(
             PREFIX + "optimization_runs",
             "GEPA runs by outcome (finished|failed|skipped: too little traffic|not_leader|"

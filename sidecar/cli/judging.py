@@ -30,7 +30,8 @@ def judge_eval(
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """How well the judge agrees with human labels: accuracy, Cohen's kappa, confusion matrix."""
+    """How well the judge agrees with human labels: accuracy, Cohen's kappa, confusion matrix;
+    exit 1 when the judge could score none of them."""
     from sidecar.judge.agreement import agreement, read_labels
     from sidecar.judge.judge import judge_for, score_all
     from sidecar.llm.gateway import Gateway
@@ -41,7 +42,9 @@ def judge_eval(
     name = spec.name if spec else None
     examples = read_labels(labels)
     judge = judge_for(Gateway(settings), spec)
-    verdicts = run_with_models(score_all(judge, [(e.inputs, e.output, e.trace) for e in examples]))
+    problems: list[str] = []
+    items = [(e.inputs, e.output, e.trace) for e in examples]
+    verdicts = run_with_models(score_all(judge, items, problems))
     result = agreement(
         [example.label for example in examples],
         [verdict.score if verdict is not None else None for verdict in verdicts],
@@ -52,20 +55,39 @@ def judge_eval(
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         typer.echo(_format_agreement(report))
-    if min_kappa is not None and (result.kappa is None or result.kappa < min_kappa):
+    if result.n == 0 and problems:
+        typer.echo(
+            f"error: judge-eval: the judge scored none of the {len(examples)} examples; "
+            f"the last error: {problems[-1]}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if min_kappa is not None and result.kappa is None:
+        typer.echo(
+            f"error: kappa is undefined (the labels or the judge's scores are all one "
+            f"category), so it cannot reach --min-kappa {min_kappa}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if min_kappa is not None and result.kappa is not None and result.kappa < min_kappa:
         typer.echo(f"error: kappa {result.kappa} is below --min-kappa {min_kappa}", err=True)
         raise typer.Exit(1)
 
 
 def _format_agreement(report: dict[str, Any]) -> str:
+    """The report for a person: `undefined` or `n/a` where a number cannot be had, never None."""
     kappa = "undefined" if report["kappa"] is None else f"{report['kappa']:.3f}"
+    judged = report["n"] > 0
+    accuracy = f"{report['accuracy']:.3f}" if judged else "n/a (nothing judged)"
+    mae = f"{report['mean_abs_error']:.3f}" if judged else "n/a (nothing judged)"
+    prompt = report["prompt"] or "none (the default rubric)"
     categories = report["categories"]
     lines = [
-        f"judge      {report['judge_version']}  prompt={report['prompt']}",
+        f"judge      {report['judge_version']}  prompt={prompt}",
         f"examples   n={report['n']}  judge_errors={report['judge_errors']}",
-        f"accuracy   {report['accuracy']:.3f}",
+        f"accuracy   {accuracy}",
         f"kappa      {kappa}",
-        f"mae        {report['mean_abs_error']:.3f}",
+        f"mae        {mae}",
         "confusion  rows: human label, columns: judge",
         "           " + "".join(f"{category:>8g}" for category in categories),
     ]

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from sidecar.cli.common import JsonFlag, PromptOption, configure_logging, database, required_spec
 from sidecar.runtime.progress import run_with_progress_bar
 from sidecar.settings import load_settings
+
+if TYPE_CHECKING:
+    from sidecar.optimize.engine import RunReport
 
 
 def register(cli: typer.Typer) -> None:
@@ -20,9 +24,10 @@ def register(cli: typer.Typer) -> None:
 
 
 def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None:
-    """One GEPA run now over the prompt's recent judged traffic, within the run budget."""
+    """One GEPA run now over the prompt's recent judged traffic, within the run budget; exit 1
+    when its models failed so that it could propose nothing."""
     from sidecar.llm.loop_clients import run_with_models
-    from sidecar.optimize.engine import OptimizationRun, RunReport
+    from sidecar.optimize.engine import OptimizationRun
 
     settings = load_settings()
     spec = required_spec(settings, prompt)
@@ -48,8 +53,15 @@ def optimize(prompt: PromptOption = None, json_output: JsonFlag = False) -> None
         engine.dispose()
     if json_output:
         typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
-        return
-    typer.echo(
+    else:
+        typer.echo(_summary(report))
+    if report.outcome == "failed":
+        typer.echo(f"error: optimize: {report.error}", err=True)
+        raise typer.Exit(1)
+
+
+def _summary(report: RunReport) -> str:
+    return (
         f"run {report.run_id}: {report.iterations} iterations, stopped by {report.stop_reason}; "
         f"{report.metric_calls} metric calls, ${report.cost_usd:.4f}\n"
         f"champion v{report.champion_version} {report.champion_score:.3f} on the Pareto set "

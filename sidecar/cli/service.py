@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,25 +131,35 @@ def demo(
         os._exit(130)
 
 
+MODEL_ROLES = ("judge", "task", "reflection")  # the gateway's roles (not imported: litellm's)
+MESSAGE_SHOWN = 160
+
+
 def status(json_output: JsonFlag = False) -> None:
     """Counts of consumed and judged events, spend on judging, shadow and optimization over
-    the last hour and day, and each prompt's active version."""
-    from datetime import UTC, datetime
-
+    the last hour and day, each model role's last error, and each prompt's active version."""
+    from sidecar.store.model_errors import last_model_errors
     from sidecar.store.repository import status_summary
     from sidecar.store.spend import spend_summary
 
     settings = load_settings()
     engine = read_only_database(settings)
-    summary = {**status_summary(engine), "spend": spend_summary(engine, datetime.now(UTC))}
+    now = datetime.now(UTC)
+    summary = {
+        **status_summary(engine),
+        "spend": spend_summary(engine, now),
+        "models": last_model_errors(engine, MODEL_ROLES),
+    }
     engine.dispose()
     if json_output:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
-    typer.echo(_format_status(summary))
+    typer.echo(_format_status(summary, now))
 
 
-def _format_status(summary: dict[str, Any]) -> str:
+def _format_status(summary: dict[str, Any], now: datetime | None = None) -> str:
+    """`status` for a person; `now` (default: the clock) dates the models' last errors."""
+    now = now or datetime.now(UTC)
     events = summary["events"]
     optimization = summary["optimization"]
     lines = [
@@ -160,14 +171,46 @@ def _format_status(summary: dict[str, Any]) -> str:
     for window, title in (("last_hour", "last hour"), ("last_day", "last day ")):
         parts = "  ".join(f"{purpose}={_money(spend[purpose][window])}" for purpose in spend)
         lines.append(f"spend      {title}  {parts}")
+    for role, error in summary.get("models", {}).items():
+        lines.append(f"model      {role:<10} {_model_error(error, now)}")
     for name, prompt in summary["prompts"].items():
         published = "  ".join(f"{t}=v{v}" for t, v in sorted(prompt["published"].items()))
+        active = prompt["active_version"]
         lines.append(
-            f"prompt     {name}  active_version={prompt['active_version']}  "
+            f"prompt     {name}  active_version={'none' if active is None else active}  "
             f"published: {published or 'no approval yet'}  "
             f"pending_publishes={prompt['pending_publishes']}"
         )
     return "\n".join(lines)
+
+
+def _model_error(error: dict[str, Any], now: datetime) -> str:
+    """`no errors`, or when the role last failed, how often since its first, and why."""
+    if error["last_error_at"] is None:
+        return "no errors"
+    last = datetime.fromisoformat(error["last_error_at"])
+    first = datetime.fromisoformat(error["first_error_at"])
+    message = error["last_error"]
+    if len(message) > MESSAGE_SHOWN:
+        message = message[:MESSAGE_SHOWN].rstrip() + " …"
+    count = error["count"]
+    return (
+        f"last error {_moment(last)} ({_ago(now - last)}; {count} "
+        f"{'failure' if count == 1 else 'failures'} since {_moment(first)}): "
+        f"{error['kind']}: {message}"
+    )
+
+
+def _moment(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _ago(elapsed: timedelta) -> str:
+    seconds = max(0, int(elapsed.total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 def _money(total: dict[str, Any]) -> str:

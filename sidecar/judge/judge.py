@@ -194,13 +194,17 @@ def judge_for(gateway: Gateway, spec: PromptSpec | None) -> Judge:
 async def score_all(
     judge: Judge,
     items: Sequence[tuple[Mapping[str, str], str, Mapping[str, Any] | None]],
+    problems: list[str] | None = None,
 ) -> list[Verdict | None]:
-    """Score many (inputs, output, trace) at the gateway's concurrency; None where it failed."""
+    """Score many (inputs, output, trace) at the gateway's concurrency; None where it failed,
+    and why appended to `problems` when given."""
 
     async def one(inputs: Mapping[str, str], output: str, trace: Any) -> Verdict | None:
         try:
             return await judge.score(inputs, output, trace)
-        except (LlmError, InvalidReply):
+        except (LlmError, InvalidReply) as exc:
+            if problems is not None:
+                problems.append(str(exc))
             return None
 
     return list(await asyncio.gather(*(one(*item) for item in items)))

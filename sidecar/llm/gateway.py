@@ -1,6 +1,8 @@
 """The one way the sidecar calls a model. Every role (judge, task, reflection) gets its model and
 `api_base` from settings, a hard timeout, bounded retries with backoff and jitter on 429, 5xx and
-timeouts, a concurrency limit, and its tokens and USD in the ledger and in Prometheus.
+timeouts, a concurrency limit, and its tokens and USD in the ledger and in Prometheus. A call that
+fails for good is counted by role and kind of error, and told (rate-limited, see failures.py) in
+the log and to an optional sink that keeps it for `status`.
 
 litellm is imported on first use (it takes seconds and ~190 MB), never at module import, and is
 told to use its bundled cost map instead of fetching one from the internet.
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import threading
 import time
 import warnings
@@ -21,6 +24,7 @@ from typing import Any
 
 from sidecar.errors import LlmError
 from sidecar.llm.backoff import backoff_delay, retry_after_s
+from sidecar.llm.failures import FailureLog, FailureNotice, FailureSink
 from sidecar.llm.ledger import Ledger
 from sidecar.metrics import Metrics
 from sidecar.settings import Settings
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 ROLES = ("judge", "task", "reflection")
 UNUSED_API_KEY = "unused"  # OpenAI-compatible local servers want some key; they ignore it
 _RETRYABLE_STATUS = {408, 409, 425, 429}
+_WRAPPING = re.compile(r"^(?:litellm\.\w+:\s*)?(?:\w+Error:\s*)?(?:\w+Exception\s*-\s*)?")
+"""litellm's `litellm.InternalServerError: InternalServerError: OpenAIException - ` before the
+provider's own words."""
 
 # litellm trips pydantic notices about `ReadOnly` TypedDict items as it imports (lazily, on
 # any thread). The filter is set here, at import on the main thread, because a filter added
@@ -78,13 +85,20 @@ class Completion:
 
 
 class Gateway:
-    """Async calls for every role. Concurrency limits are per role and per event loop."""
+    """Async calls for every role. Concurrency limits are per role and per event loop.
+    `failures` tells and counts the calls that failed for good; `sink` keeps what it tells."""
 
     def __init__(
-        self, settings: Settings, metrics: Metrics | None = None, rng: random.Random | None = None
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+        sink: FailureSink | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.sink = sink
+        self.failures = FailureLog()
         self.ledger = Ledger()
         self.roles = {role: _role_model(settings, role) for role in ROLES}
         self._rng = rng or random.Random()
@@ -157,8 +171,37 @@ class Gateway:
                     self._schema_refused.add(role)
                     response_format = None
                     continue
+                await self._failed(role, exc)
                 raise
+        self.failures.succeeded(role)
         return self._account(role, response, attempt)
+
+    async def _failed(self, role: str, exc: LlmError) -> None:
+        """Count a call that failed for good; log and keep a notice when one is due. Keeping it
+        may fail (the database is down too): that never changes the call's own outcome."""
+        if self.metrics is not None:
+            self.metrics.llm_errors.labels(role, exc.kind).inc()
+        notice = self.failures.failed(role, exc.kind, exc.detail, str(exc))
+        if notice is None:
+            return
+        try:
+            await asyncio.to_thread(self._tell, notice)  # the sink may write to a database
+        except RuntimeError:  # no thread to be had (the interpreter is exiting)
+            log.warning("%s", notice.line())
+
+    def tell_pending(self) -> None:
+        """Log and keep the failures counted since their last notice (for a run that ends)."""
+        for notice in self.failures.pending():
+            self._tell(notice)
+
+    def _tell(self, notice: FailureNotice) -> None:
+        log.warning("%s", notice.line())
+        if self.sink is None:
+            return
+        try:
+            self.sink.record(notice)
+        except Exception as problem:
+            log.debug("cannot keep the %s model's failure: %s", notice.role, problem)
 
     async def _call(
         self,
@@ -193,7 +236,10 @@ class Gateway:
                 return await litellm.acompletion(**kwargs)
         except TimeoutError:
             raise LlmError(
-                f"{role} model timed out after {self.settings.llm_timeout_s:g}s", retryable=True
+                f"{role} model timed out after {self.settings.llm_timeout_s:g}s",
+                retryable=True,
+                kind="timeout",
+                detail=f"no answer within {self.settings.llm_timeout_s:g}s",
             ) from None
         except Exception as exc:
             raise _classify(role, exc) from exc
@@ -238,9 +284,13 @@ def _cost(response: Any) -> float | None:
 
 
 def _classify(role: str, exc: Exception) -> LlmError:
-    """Turn a litellm exception into an LlmError that knows whether a retry may help."""
+    """Turn a litellm exception into an LlmError that knows whether a retry may help, and what
+    kind of failure it was. litellm reports a request its provider SDK refused to send (no
+    credentials) and a refused connection as a made-up HTTP 500; the SDK's own error under it
+    says which: the first is never worth a retry."""
     litellm = load_litellm()
     status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
     transient = (
         litellm.RateLimitError,
         litellm.Timeout,
@@ -250,13 +300,46 @@ def _classify(role: str, exc: Exception) -> LlmError:
         litellm.BadGatewayError,
     )
     retryable = isinstance(exc, transient) or (
-        isinstance(status, int) and (status >= 500 or status in _RETRYABLE_STATUS)
+        status is not None and (status >= 500 or status in _RETRYABLE_STATUS)
     )
-    message = " ".join(str(exc).split())[:300] or type(exc).__name__
+    kind = type(exc).__name__
+    detail = _WRAPPING.sub("", " ".join(str(exc).split()))[:300] or kind
+    sdk = _sdk_error(exc)
+    if sdk is not None:
+        import openai
+
+        if not isinstance(sdk, openai.APIError):  # raised before any request was sent
+            retryable, status = False, None
+            words = str(sdk).lower()
+            kind = (
+                "AuthenticationError"
+                if "credential" in words or "api_key" in words
+                else ("ClientError")
+            )
+        elif isinstance(sdk, openai.APITimeoutError):
+            kind = "timeout"
+        elif isinstance(sdk, openai.APIConnectionError):
+            kind, status = "APIConnectionError", None
     response = getattr(exc, "response", None)
     return LlmError(
-        f"{role} model call failed: {type(exc).__name__}: {message}",
+        f"{role} model call failed: {kind}: {detail}",
         retryable=retryable,
-        status=status if isinstance(status, int) else None,
+        status=status,
         retry_after_s=retry_after_s(getattr(response, "headers", None)),
+        kind=kind,
+        detail=detail,
     )
+
+
+def _sdk_error(exc: BaseException) -> BaseException | None:
+    """The OpenAI SDK's exception under litellm's, if there is one."""
+    import openai
+
+    seen: BaseException | None = exc
+    for _ in range(8):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if seen is None:
+            return None
+        if type(seen).__module__.split(".")[0] == "openai" and isinstance(seen, openai.OpenAIError):
+            return seen
+    return None

@@ -34,6 +34,7 @@ from sidecar.optimize.evaluation import Evaluator
 from sidecar.optimize.evidence import paired_evidence, proposal_verdict
 from sidecar.optimize.frontier import Frontier, mean_score, pareto_frontier, sample_parent
 from sidecar.optimize.interrupt import Interrupt, Interrupted, interruptible
+from sidecar.optimize.outcome import MODEL_ERROR, hopeless, run_failure
 from sidecar.optimize.reflection import Proposer
 from sidecar.optimize.selection import (
     MinibatchSampler,
@@ -54,6 +55,7 @@ from sidecar.store.candidates import (
     set_evidence,
     start_run,
 )
+from sidecar.store.model_errors import StoredFailures
 from sidecar.store.promotions import never_breed
 from sidecar.store.spend import SpendTotal, keep_spend
 from sidecar.store.tables import Candidate
@@ -87,6 +89,7 @@ class RunReport:
     iterations: int = 0
     pareto_size: int = 0
     partial: dict[int, str] = field(default_factory=dict)
+    error: str | None = None  # why a `failed` run made nothing (its models failed)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -140,7 +143,7 @@ class OptimizationRun:
         self.db = engine
         self.settings = settings
         self.spec = spec
-        self.gateway = Gateway(settings)
+        self.gateway = Gateway(settings, sink=StoredFailures(engine))
         self.judge = judge_for(self.gateway, spec)
         self.proposer = Proposer(self.gateway, settings.optimize_max_component_chars)
         self.guard = BudgetGuard(budget or budget_from(settings), interrupt=interrupt)
@@ -181,6 +184,7 @@ class OptimizationRun:
         try:
             return await self._execute()
         finally:
+            self.gateway.tell_pending()
             spent = self.gateway.ledger.total()
             keep_spend(
                 self.db,
@@ -229,7 +233,7 @@ class OptimizationRun:
         except BaseException as exc:
             await self._finish("failed", [], " ".join(str(exc).split())[:500] or type(exc).__name__)
             raise
-        await self._finish("finished", report.frontier)
+        await self._finish(report.outcome, report.frontier, report.error)
         return report
 
     async def _finish(self, outcome: str, frontier: list[int], error: str | None = None) -> None:
@@ -324,11 +328,18 @@ class OptimizationRun:
             self._summarise(report, pareto)
             if self.progress is not None:
                 self.progress(report)
+            if hopeless(self.gateway.failures):
+                report.stop_reason = MODEL_ERROR
+                break
         self._summarise(report, pareto)
         if self.guard.interrupted:
             raise Interrupted(f"a stop ended the run after {report.iterations} iterations")
         report.stop_reason = report.stop_reason or self.guard.spend.stop_reason or "frontier_empty"
         await self._propose(report, champion.version, pareto)
+        report.error = run_failure(
+            self.gateway.failures, len(report.new_versions), report.stop_reason
+        )
+        report.outcome = "finished" if report.error is None else "failed"
         return report
 
     async def _step(

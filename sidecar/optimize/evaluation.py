@@ -84,7 +84,10 @@ class Evaluator:
             if known is not None:
                 return known
             verdict = await self.judge.score(instance.inputs, completion.text)
-        except (LlmError, InvalidReply) as exc:
+        except LlmError as exc:  # the gateway tells model failures, a line a minute at most
+            log.debug("evaluation on event %d failed: %s", instance.row_id, exc)
+            return None
+        except InvalidReply as exc:
             log.warning("evaluation on event %d failed: %s", instance.row_id, exc)
             return None
         return Scored(completion.text, verdict.score, verdict.feedback)

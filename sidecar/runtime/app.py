@@ -31,6 +31,7 @@ from sidecar.runtime.startup import StartupWait
 from sidecar.settings import PromptsConfig, Settings, load_prompts_config
 from sidecar.store.candidates import candidate_means
 from sidecar.store.database import create_database_engine, migrate
+from sidecar.store.model_errors import StoredFailures
 from sidecar.store.repository import seed_prompt
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class App:
         self.database = DatabaseWatch(self.engine)
         self.http: HttpServer | None = None
         self.consumer: TrafficConsumer | None = None
-        self.gateway = Gateway(settings, self.metrics)
+        self.gateway = Gateway(settings, self.metrics, sink=StoredFailures(self.engine))
         self.judge: JudgeWorker | None = None
         self.scheduler: JobScheduler | None = None
         self.served = ServedDocuments()

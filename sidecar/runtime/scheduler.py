@@ -135,8 +135,17 @@ class JobScheduler:
             self.metrics.optimization_runs.labels("failed").inc()
             log.exception("optimize run for %s failed", spec.name)
             return
-        self.metrics.optimization_runs.labels("finished").inc()
+        self.metrics.optimization_runs.labels(report.outcome).inc()
         self.metrics.optimization_metric_calls.inc(report.metric_calls)
+        if report.outcome == "failed":
+            log.warning(
+                "optimize %s: run %d failed after %d iterations: %s",
+                spec.name,
+                report.run_id,
+                report.iterations,
+                report.error,
+            )
+            return
         label = self.metrics.prompt_label(spec.name)
         self.metrics.frontier_size.labels(label).set(len(report.frontier))
         log.info(

@@ -40,6 +40,7 @@ from sidecar.settings import PromptSpec, Settings
 from sidecar.shadow.gate import GateDecision, GateRules, Pair, decide
 from sidecar.store.candidates import Scored, candidates_of
 from sidecar.store.database import aware
+from sidecar.store.model_errors import StoredFailures
 from sidecar.store.promotions import transition
 from sidecar.store.shadow import (
     Compared,
@@ -130,7 +131,7 @@ class ShadowPass:
         self.spec = spec
         self.metrics = metrics
         self.clock = clock
-        self.gateway = Gateway(settings)
+        self.gateway = Gateway(settings, sink=StoredFailures(engine))
         self.judge = judge_for(self.gateway, spec)
         self.guard = BudgetGuard(shadow_budget(settings), interrupt=interrupt)
         self.evaluator = Evaluator(engine, self.gateway, self.judge, spec, self.guard)
@@ -143,6 +144,7 @@ class ShadowPass:
         try:
             return await interruptible(self._execute(), self.guard.interrupt)
         finally:
+            self.gateway.tell_pending()
             spent = self.gateway.ledger.total()
             keep_spend(
                 self.db,
@@ -276,7 +278,10 @@ class ShadowPass:
     async def _verdict(self, event: FreshEvent, ours: Scored, theirs: Scored) -> Compared | None:
         try:
             result = await self.judge.compare(event.inputs, ours.output, theirs.output)
-        except (LlmError, InvalidReply) as exc:
+        except LlmError as exc:  # the gateway tells model failures, a line a minute at most
+            log.debug("pairwise comparison on event %d failed: %s", event.row_id, exc)
+            return None
+        except InvalidReply as exc:
             log.warning("pairwise comparison on event %d failed: %s", event.row_id, exc)
             return None
         return Compared(result.winner, " | ".join(result.feedback))

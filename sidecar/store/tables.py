@@ -238,3 +238,18 @@ class Comparison(SQLModel, table=True):
     winner: str = Field(max_length=16)
     feedback: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class ModelError(SQLModel, table=True):
+    """The last failure of each model role with each kind of error, from every process that
+    calls models: what `status` shows. Written when the gateway logs a failure (the first, then
+    at most once a minute with the count since), never once per failed call."""
+
+    __tablename__ = "model_errors"
+
+    role: str = Field(primary_key=True, max_length=16)
+    kind: str = Field(primary_key=True, max_length=64)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    count: int = 0
+    first_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
