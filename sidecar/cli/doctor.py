@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Annotated
 
@@ -28,6 +29,7 @@ def doctor(
     tiny call per model role; one line per check, exit 1 on any failure."""
     from sidecar.runtime.doctor import Doctor
 
+    logging.disable(logging.WARNING)  # each finding is a line of the report, not a log line too
     checking = Doctor(os.environ)
     findings = checking.run(models=models)
     if json_output:

@@ -125,6 +125,7 @@ def test_every_failure_is_a_line_and_exit_1(
     assert "judge model call failed: " in found["model judge"][0]
     assert found["model task"][0].startswith("FAIL ")
     assert found["database"][0].startswith("ok ")
+    assert result.stderr == ""  # the report is the output: no log line repeats a finding
 
 
 def test_an_empty_database_fails_and_stays_empty(
