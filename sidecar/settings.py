@@ -219,8 +219,10 @@ class Settings(BaseSettings):
         if not roles:
             return None
         variables = ", ".join(f"{ENV_PREFIX}{role.upper()}_MODEL" for role in roles)
+        verb = "uses" if len(roles) == 1 else "use"
         return (
-            f"{' and '.join(roles)} use the judge's model {self.judge_model} ({variables} not set)"
+            f"{' and '.join(roles)} {verb} the judge's model {self.judge_model} "
+            f"({variables} not set)"
         )
 
 

@@ -61,6 +61,9 @@ def test_a_role_given_its_own_model_keeps_its_own_base_and_key() -> None:
     )
     assert roles["reflection"].model == "openai/judge"
     assert settings.roles_on_judge_model() == ("reflection",)
+    assert settings.role_fallback_notice() == (
+        "reflection uses the judge's model openai/judge (SIDECAR_REFLECTION_MODEL not set)"
+    )
 
 
 def test_a_role_without_a_model_keeps_a_base_it_sets_itself() -> None:
