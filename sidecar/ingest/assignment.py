@@ -49,8 +49,9 @@ def rejoin_message(group: str, topic: str, due: Rejoin, ghost: str | None) -> st
     head = f"consumer group {group}: no partition assigned after {due.waited_s:.0f}s"
     if ghost is not None:
         return (
-            f"{head}: its leader {ghost} left during a join and the broker still waits for it "
-            f"(an embedded-broker fault); rejoining in its place (rejoin {due.rejoins})"
+            f"{head}: its leader {ghost} is not a member of it (on the embedded broker: it "
+            "left during a join, and the broker waits for it for ever); rejoining in its place "
+            f"(rejoin {due.rejoins})"
         )
     if not due.first:
         return f"{head}; still waiting, rejoin {due.rejoins}"

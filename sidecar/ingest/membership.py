@@ -7,8 +7,9 @@ heartbeat, so it is never replaced, and no later member is ever assigned. So:
 - a consumer that stops while it waits for a join does not leave: it goes as a crash does, and
   the group drops it one session timeout later (replacing it as leader when it was one);
 - a consumer stalled by such a leader rejoins under that leader's member id: the broker takes it
-  as the leader, and the group forms. Only when DescribeGroups says the leader is not a member,
-  which no Apache Kafka broker ever says.
+  as the leader, and the group forms. Only when DescribeGroups does not list the leader its
+  last join answer named. On Apache Kafka that happens only when the leader has left since; a
+  join under its id is then refused (UNKNOWN_MEMBER_ID) and kafka-python joins as a new member.
 """
 
 from __future__ import annotations

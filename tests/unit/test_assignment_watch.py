@@ -98,6 +98,6 @@ def test_the_messages_name_the_group_and_what_to_check() -> None:
     assert "g" in later and "rejoin 2" in later
 
     ghost = rejoin_message("g", "t", Rejoin(30.0, True, "ghost-1", 1), "ghost-1")
-    assert "leader ghost-1 left during a join" in ghost and "in its place" in ghost
+    assert "leader ghost-1 is not a member" in ghost and "in its place" in ghost
 
     assert str(Recovered(40.2, 2)) == "joined after 40s unassigned and 2 rejoin(s)"
