@@ -65,6 +65,17 @@ class Metrics:
             ["topic", "partition"],
             registry=self.registry,
         )
+        self.consumer_unassigned = Gauge(
+            PREFIX + "consumer_unassigned_seconds",
+            "How long the consumer has waited for the group's assignment (since it subscribed or "
+            "lost its partitions); 0 while it is a member.",
+            registry=self.registry,
+        )
+        self.consumer_rejoins = Counter(
+            PREFIX + "consumer_rejoins",
+            "Times the consumer gave up waiting for the group's assignment and rejoined.",
+            registry=self.registry,
+        )
 
         self.judge_score = Histogram(
             PREFIX + "judge_score",

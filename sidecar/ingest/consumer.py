@@ -4,7 +4,8 @@ Offsets are committed only after their batch is stored, so a crash anywhere rede
 unique event id turns the redelivery into a counted duplicate. Validation and storage run in
 the writer process (`writer.py`) so fetching and storing use two cores; when the writer falls
 behind, the poll loop pauses its partitions (backpressure) but keeps polling so the group does
-not evict it.
+not evict it. A consumer the group leaves waiting past a few session timeouts says so and
+rejoins (`assignment.py`, `membership.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from kafka.structs import OffsetAndMetadata
 from sidecar.client.kafka_clients import build_client
 from sidecar.client.security import kafka_security_options
 from sidecar.errors import BrokerError
+from sidecar.ingest import membership
+from sidecar.ingest.assignment import REJOIN_AFTER_SESSIONS, AssignmentWatch, rejoin_message
 from sidecar.ingest.offsets import OffsetBook, Offsets, StoredBatch
 from sidecar.ingest.writer import IngestWriter, RawRecord, WriterError
 from sidecar.metrics import Metrics
@@ -65,10 +68,17 @@ class TrafficConsumer:
         self._lag_partitions: set[tuple[str, int]] = set()
         self._owned: frozenset[int] = frozenset()
         self._partition_count = 0
+        bound_s = REJOIN_AFTER_SESSIONS * settings.kafka_session_timeout_ms / 1000
+        self._watch = AssignmentWatch(bound_s)
+        self._consumer = self._connect()
+
+    def _connect(self, member_id: str | None = None) -> KafkaConsumer:
+        """A new KafkaConsumer of the group (joining as `member_id` when given)."""
+        settings = self._settings
         try:
-            self._consumer = build_client(
+            consumer = build_client(
                 KafkaConsumer,
-                bootstrap_servers=bootstrap_servers,
+                bootstrap_servers=self._bootstrap_servers,
                 group_id=settings.consumer_group,
                 client_id="gepa-sidecar",
                 enable_auto_commit=False,
@@ -80,9 +90,13 @@ class TrafficConsumer:
             )
         except KafkaError as exc:
             raise BrokerError(
-                f"cannot reach Kafka at {bootstrap_servers} "
+                f"cannot reach Kafka at {self._bootstrap_servers} "
                 f"({settings.kafka_security_protocol}): {exc}"
             ) from exc
+        membership.listen_for_join_answers(consumer, self._watch.answered)
+        if member_id is not None:
+            membership.join_as(consumer, member_id)
+        return consumer
 
     @property
     def assigned(self) -> bool:
@@ -93,6 +107,11 @@ class TrafficConsumer:
     def running(self) -> bool:
         """True while the poll loop runs, whether or not the group gave it partitions."""
         return self._running.is_set()
+
+    @property
+    def unassigned_s(self) -> float:
+        """How long the group has kept this consumer waiting for its assignment; 0: a member."""
+        return self._watch.waited(time.monotonic())
 
     def wait_assigned(self, timeout: float) -> bool:
         """Block until the group assigns partitions, or `timeout` seconds pass."""
@@ -106,12 +125,12 @@ class TrafficConsumer:
 
     def close(self) -> None:
         """Let go of a consumer that was connected but never run (a stop came first)."""
-        self._consumer.close(autocommit=False)
+        membership.close(self._consumer, leave=self._watch.member)
 
     def run(self) -> None:
         """Consume until `stop()`; raises WriterError if the writer process died."""
         self._writer = IngestWriter(self._settings, self._bootstrap_servers)
-        self._consumer.subscribe([self._settings.traffic_topic], listener=_Rebalance(self))
+        self._subscribe()
         pump = threading.Thread(target=self._write_loop, name="ingest-pump", daemon=True)
         pump.start()
         self._running.set()
@@ -120,16 +139,40 @@ class TrafficConsumer:
                 self._commit_stored()
                 self._poll_once()
                 self._check_positions()
+                self._check_assignment()
         finally:
             self._running.clear()
             self._pending.put(None)
             pump.join()
             self._commit_stored(now=True)
-            self._consumer.close(autocommit=False)
+            membership.close(self._consumer, leave=self._watch.member)  # see membership.py
+            self._metrics.consumer_unassigned.set(0)
             self._forget_lag(set(self._lag_partitions))
             self._writer.close()
         if self._failure is not None:
             raise self._failure
+
+    def _subscribe(self) -> None:
+        self._watch.waiting(time.monotonic())
+        self._consumer.subscribe([self._settings.traffic_topic], listener=_Rebalance(self))
+
+    def _check_assignment(self) -> None:
+        """Show how long the group has kept this consumer waiting; past the bound, rejoin: as a
+        new member, or in the place of a leader the group names but no longer lists (see
+        membership.py), when that is what stalls it."""
+        self._metrics.consumer_unassigned.set(self.unassigned_s)
+        due = self._watch.due(time.monotonic())
+        if due is None:
+            return
+        ghost = membership.absent_leader(self._consumer, due.leader)
+        self._metrics.consumer_rejoins.inc()
+        settings = self._settings
+        message = rejoin_message(settings.consumer_group, settings.traffic_topic, due, ghost)
+        log.log(logging.WARNING if due.first or ghost else logging.INFO, message)
+        # a follower's LeaveGroup is harmless (and frees its place at once); a leader's is not
+        membership.close(self._consumer, leave=due.leader is not None)
+        self._consumer = self._connect(member_id=ghost)
+        self._subscribe()
 
     def _poll_once(self) -> None:
         """Poll once; while the writer is behind, every assigned partition stays paused. A
@@ -313,6 +356,7 @@ class TrafficConsumer:
         return min(1.0, len(self._owned) / self._partition_count)
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self._watch.waiting(time.monotonic())
         self._owned -= {
             tp.partition for tp in partitions if tp.topic == self._settings.traffic_topic
         }
@@ -324,10 +368,14 @@ class TrafficConsumer:
         its partitions may be another member's already and a commit would be refused, so what is
         uncommitted is forgotten (redelivered, never skipped). kafka-python calls this on its IO
         thread, where a blocking commit raises and would end the consumer."""
+        self._watch.waiting(time.monotonic())
         self._offsets.forget()
         self._forget_lag({(tp.topic, tp.partition) for tp in partitions})
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        recovered = self._watch.joined(time.monotonic())
+        if recovered is not None:
+            log.info("consumer group %s: %s", self._settings.consumer_group, recovered)
         self._owned |= {
             tp.partition for tp in partitions if tp.topic == self._settings.traffic_topic
         }
