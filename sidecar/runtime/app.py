@@ -104,6 +104,7 @@ class App:
             "consumer": {
                 "running": consumer is not None and consumer.running,
                 "partitions_assigned": consumer is not None and consumer.assigned,
+                "unassigned_s": round(consumer.unassigned_s, 1) if consumer is not None else 0.0,
             },
             "judge": {
                 "running": judge is not None and judge.alive,

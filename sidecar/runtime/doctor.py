@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sidecar.errors import SidecarError
 from sidecar.settings import PromptsConfig, Settings, load_prompts_config, load_settings
 
 Status = Literal["ok", "warn", "fail"]
+T = TypeVar("T")
 
 MODEL_CHECK_TIMEOUT_S = 30.0
 KAFKA_CHECK_TIMEOUT_MS = 8_000
@@ -64,7 +65,7 @@ class Doctor:
     def _add(self, check: str, status: Status, detail: str) -> None:
         self.findings.append(Finding(check, status, detail))
 
-    def _guard(self, check: str, step: Callable[[], Any]) -> Any:
+    def _guard(self, check: str, step: Callable[[], T]) -> T | None:
         """A check that raises is a failed line, never a traceback that hides the others."""
         try:
             return step()

@@ -176,6 +176,8 @@ def test_ready_and_alive_with_the_broker_gone(
         with running(app) as client:
             wait_until(lambda: app.consumer is not None and app.consumer.assigned, 60, "partitions")
             wait_until(lambda: ready(client), 30, "/readyz 200")
+            member = client.get("/healthz").json()["detail"]["consumer"]
+            assert (member["partitions_assigned"], member["unassigned_s"]) == (True, 0.0)
             broker.stop()
             seen = len(caplog.records)
             wait_until(
