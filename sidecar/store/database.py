@@ -38,17 +38,25 @@ index pages back from the OS: ingest slowed as the table grew. Pages are allocat
 
 def create_database_engine(url: str) -> Engine:
     """An engine for SQLite (WAL, so the CLI can read while `run` writes) or PostgreSQL."""
+    return _engine(url, _sqlite_pragmas, None)
+
+
+def _engine(url: str, on_sqlite: Any, on_postgresql: Any) -> Engine:
+    """An engine whose every new connection is set up by the dialect's hook (None: none)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
             json_serializer=json_text,
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", on_sqlite)
         return engine
-    return create_engine(
+    engine = create_engine(
         url, pool_pre_ping=True, pool_size=5, max_overflow=5, json_serializer=json_text
     )
+    if on_postgresql is not None:
+        event.listen(engine, "connect", on_postgresql)
+    return engine
 
 
 def json_text(value: Any) -> str:
@@ -163,7 +171,7 @@ def open_read_only(url: str) -> Engine:
     """An engine whose every connection refuses writes, on a schema already at head: what a
     reading client uses, so it never migrates or changes the database it reads. A missing or
     outdated schema is a ConfigError naming the command that fixes it."""
-    engine = _read_only_engine(url)
+    engine = _engine(url, _sqlite_query_only, _postgresql_read_only)
     try:
         problem = schema_problem(schema_state(engine), _where(engine))
     except BaseException:
@@ -172,20 +180,6 @@ def open_read_only(url: str) -> Engine:
     if problem is not None:
         engine.dispose()
         raise ConfigError(problem)
-    return engine
-
-
-def _read_only_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
-            json_serializer=json_text,
-        )
-        event.listen(engine, "connect", _sqlite_query_only)
-        return engine
-    engine = create_engine(url, pool_pre_ping=True, json_serializer=json_text)
-    event.listen(engine, "connect", _postgresql_read_only)
     return engine
 
 

@@ -3,7 +3,6 @@ variable name, a task template whose placeholders name nothing."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,9 @@ import yaml
 from sidecar.errors import ConfigError
 from sidecar.llm.gateway import Gateway
 from sidecar.settings import load_prompts_config, load_settings, misspelled_variables
+from tests.unit.test_settings import clean_env
 
-
-@pytest.fixture(autouse=True)
-def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.upper().startswith("SIDECAR_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+__all__ = ["clean_env"]  # autouse: no inherited SIDECAR_* variable, no stray .env
 
 
 def test_roles_left_unset_use_the_judges_model_base_and_key(
