@@ -200,22 +200,12 @@ class Doctor:
     def _group(self, settings: Settings, admin: Any) -> None:
         group = settings.consumer_group
         try:
-            answer = admin.describe_groups([group])
-        except Exception as exc:  # kafka-python cannot read every broker's answer (Tansu's)
+            state, members = describe_group(admin, group)
+        except Exception as exc:
             self._add(
-                "group",
-                "warn",
-                f"{group}: state unknown, the broker's DescribeGroups answer could not be read "
-                f"({type(exc).__name__}: {one_line(exc)})",
+                "group", "warn", f"{group}: state unknown ({type(exc).__name__}: {one_line(exc)})"
             )
             return
-        described = answer.get(group) if isinstance(answer, dict) else None
-        if not described or described.get("error"):
-            problem = described.get("error") if described else "no answer"
-            self._add("group", "warn", f"{group}: {problem}")
-            return
-        state = described.get("group_state") or described.get("state") or "unknown"
-        members = len(described.get("members") or [])
         status: Status = "ok" if state in ("Stable", "Empty", "Dead") else "warn"
         self._add("group", status, f"{group}: {state}, {members} member(s)")
 
@@ -282,6 +272,25 @@ def _admin(settings: Settings) -> Any:
         bootstrap_timeout_ms=KAFKA_CHECK_TIMEOUT_MS,
         **kafka_security_options(settings),
     )
+
+
+def describe_group(admin: Any, group: str) -> tuple[str, int]:
+    """The group's state and member count. KafkaAdminClient.describe_groups always asks for the
+    authorized operations too, and cannot parse the embedded broker's answer to that; so the
+    request is sent without them, through the admin client's own connection (kafka-python's,
+    pinned in the lock file)."""
+    from kafka.errors import for_code
+    from kafka.protocol.admin import DescribeGroupsRequest
+
+    async def describe() -> Any:
+        coordinators = await admin._find_coordinator_ids([group])
+        request = DescribeGroupsRequest(groups=[group], include_authorized_operations=False)
+        return await admin._manager.send(request, node_id=coordinators[group])
+
+    [found] = [answer for answer in admin._manager.run(describe).groups if answer.group_id == group]
+    if found.error_code:
+        raise for_code(found.error_code)()
+    return str(found.group_state), len(found.members)
 
 
 def one_line(exc: BaseException) -> str:

@@ -8,12 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer
 from sqlalchemy import inspect
 
 from sidecar.runtime.broker import free_port
 from sidecar.store.database import create_database_engine, head_revision, migrate
 from tests.cli_helpers import prepare_database, sidecar
 from tests.conftest import Topics
+from tests.helpers import wait_until
 from tests.llm_server import LlmServer
 
 TEMPLATE = """prompts:
@@ -92,11 +94,33 @@ def test_a_working_setup_passes_every_check(
     assert found["database"][0].startswith("ok ") and "schema at" in found["database"][0]
     assert found["kafka"][0].startswith(f"ok {kafka_bootstrap}: reachable; topics: ")
     assert f"{topics.dlq} (2 partition(s))" in found["kafka"][0]
+    assert found["group"] == [f"ok {topics.group}: Empty, 0 member(s)"]
     assert found["model judge"][0].startswith(f"ok openai/judge at {llm_server.api_base}: answered")
     assert found["model task"] == [
         f"ok openai/judge at {llm_server.api_base}: the same model as judge"
     ]
     assert llm_server.requests["ok"] == 1  # one tiny call for the three roles that share a model
+
+
+def test_the_groups_state_is_read_from_the_embedded_broker(
+    tmp_path: Path, sqlite_url: str, kafka_bootstrap: str, topics: Topics, llm_server: LlmServer
+) -> None:
+    """kafka-python's describe_groups cannot read the embedded broker's answer; doctor's can."""
+    prepare_database(sqlite_url)
+    settings = settings_for(tmp_path, sqlite_url, kafka_bootstrap, topics, llm_server)
+    member = KafkaConsumer(topics.traffic, bootstrap_servers=kafka_bootstrap, group_id=topics.group)
+    try:
+
+        def joined() -> bool:
+            member.poll(200)
+            return bool(member.assignment())
+
+        wait_until(joined, 60, "the consumer to join the group")
+        result = sidecar(tmp_path, "doctor", "--no-models", **settings)
+    finally:
+        member.close()
+    assert result.returncode == 0, result.stdout
+    assert lines(result)["group"] == [f"ok {topics.group}: Stable, 1 member(s)"]
 
 
 def test_every_failure_is_a_line_and_exit_1(
