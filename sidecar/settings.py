@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from sidecar.client.template import PLACEHOLDER
+from sidecar.client.template import placeholders
 from sidecar.errors import ConfigError
 
 ENV_PREFIX = "SIDECAR_"
@@ -382,11 +382,7 @@ class PromptSpec(BaseModel):
         would tune text nothing reads; a placeholder a letter away from one is a typo."""
         if self.task is None:
             return self
-        used = {
-            name
-            for message in self.task["messages"]
-            for name in PLACEHOLDER.findall(str(message["content"]))
-        }
+        used = placeholders(self.task)
         problem = None
         for name in sorted(used - set(self.seed)):
             close = difflib.get_close_matches(name, list(self.seed), n=1, cutoff=0.8)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -112,10 +111,10 @@ def database(settings: Settings) -> Any:
 
 def require_database(settings: Settings) -> None:
     """A client command must not create an empty SQLite file because of a typo."""
-    url = settings.database_url
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.exists():
-            raise InputError(
-                f"SIDECAR_DATABASE_URL: no database at {path} (has `gepa-sidecar run` started?)"
-            )
+    from sidecar.store.database import missing_sqlite_file
+
+    path = missing_sqlite_file(settings.database_url)
+    if path is not None:
+        raise InputError(
+            f"SIDECAR_DATABASE_URL: no database at {path} (has `gepa-sidecar run` started?)"
+        )

@@ -131,13 +131,13 @@ def demo(
         os._exit(130)
 
 
-MODEL_ROLES = ("judge", "task", "reflection")  # the gateway's roles (not imported: litellm's)
 MESSAGE_SHOWN = 160
 
 
 def status(json_output: JsonFlag = False) -> None:
     """Counts of consumed and judged events, spend on judging, shadow and optimization over
     the last hour and day, each model role's last error, and each prompt's active version."""
+    from sidecar.llm.gateway import ROLES
     from sidecar.store.model_errors import last_model_errors
     from sidecar.store.repository import status_summary
     from sidecar.store.spend import spend_summary
@@ -148,7 +148,7 @@ def status(json_output: JsonFlag = False) -> None:
     summary = {
         **status_summary(engine),
         "spend": spend_summary(engine, now),
-        "models": last_model_errors(engine, MODEL_ROLES),
+        "models": last_model_errors(engine, ROLES),
     }
     engine.dispose()
     if json_output:

@@ -9,11 +9,20 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def placeholders(task: Mapping[str, Any]) -> set[str]:
+    """Every name the template's messages have a `{name}` for (components and input keys)."""
+    return {
+        name
+        for message in task.get("messages") or []
+        for name in _PLACEHOLDER.findall(str(message.get("content", "")))
+    }
 
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
-    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def render_task(

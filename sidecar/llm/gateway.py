@@ -311,11 +311,8 @@ def _classify(role: str, exc: Exception) -> LlmError:
         if not isinstance(sdk, openai.APIError):  # raised before any request was sent
             retryable, status = False, None
             words = str(sdk).lower()
-            kind = (
-                "AuthenticationError"
-                if "credential" in words or "api_key" in words
-                else ("ClientError")
-            )
+            credentials = "credential" in words or "api_key" in words
+            kind = "AuthenticationError" if credentials else "ClientError"
         elif isinstance(sdk, openai.APITimeoutError):
             kind = "timeout"
         elif isinstance(sdk, openai.APIConnectionError):

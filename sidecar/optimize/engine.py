@@ -34,7 +34,7 @@ from sidecar.optimize.evaluation import Evaluator
 from sidecar.optimize.evidence import paired_evidence, proposal_verdict
 from sidecar.optimize.frontier import Frontier, mean_score, pareto_frontier, sample_parent
 from sidecar.optimize.interrupt import Interrupt, Interrupted, interruptible
-from sidecar.optimize.outcome import MODEL_ERROR, hopeless, run_failure
+from sidecar.optimize.outcome import MODEL_ERROR, NOTHING_TO_LEARN, hopeless, run_failure
 from sidecar.optimize.reflection import Proposer
 from sidecar.optimize.selection import (
     MinibatchSampler,
@@ -313,7 +313,7 @@ class OptimizationRun:
             if not frontier.candidates:
                 break
             if self._perfect(pareto):
-                report.stop_reason = "perfect_on_pareto"
+                report.stop_reason = NOTHING_TO_LEARN
                 break
             report.iterations += 1
             child = await self._step(breeder, frontier, sampler.next(), pareto, report.iterations)

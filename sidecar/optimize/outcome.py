@@ -21,6 +21,7 @@ FAILURES_TO_STOP = 3
 reflection asks twice, so this is two iterations of a dead reflection model."""
 
 NOTHING_TO_LEARN = "perfect_on_pareto"
+"""The stop reason of a run whose champion is already perfect on the Pareto set."""
 
 
 def hopeless(failures: FailureLog, limit: int = FAILURES_TO_STOP) -> bool:

@@ -9,9 +9,9 @@ import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from sidecar.client.template import placeholders
 from sidecar.errors import SidecarError
 from sidecar.settings import PromptsConfig, Settings, load_prompts_config, load_settings
 
@@ -108,12 +108,10 @@ class Doctor:
     def _database(self, settings: Settings) -> Any:
         from sqlalchemy import make_url
 
-        from sidecar.store.database import open_read_only, schema_state
+        from sidecar.store.database import missing_sqlite_file, open_read_only, schema_state
 
-        url = make_url(settings.database_url)
-        shown = url.render_as_string(hide_password=True)
-        on_disk = url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:")
-        if on_disk and not Path(str(url.database)).is_file():  # connecting would create it
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+        if missing_sqlite_file(settings.database_url) is not None:
             self._add("database", "fail", f"{shown}: no database file yet (`run` creates it)")
             return None
         engine = self._guard("database", lambda: open_read_only(settings.database_url))
@@ -132,16 +130,16 @@ class Doctor:
             if spec.task is None:
                 self._add(check, "ok", "no task template: components as the system message")
                 continue
-            placeholders = template_placeholders(spec.task) - set(spec.seed)
+            inputs = placeholders(spec.task) - set(spec.seed)
             read = functools.partial(recent_input_keys, engine, spec.name, RECENT_EVENTS)
             keys = self._guard(check, read)
             if keys is None:
                 continue
-            named = braced(placeholders) or "no input"
+            named = braced(inputs) or "no input"
             if not keys:
                 self._add(check, "ok", f"template names {named}; no event yet to check it against")
                 continue
-            unknown = placeholders - keys
+            unknown = inputs - keys
             if unknown:
                 self._add(
                     check,
@@ -247,16 +245,6 @@ PING = [{"role": "user", "content": "Reply with the word OK."}]
 
 def braced(names: set[str]) -> str:
     return ", ".join(f"{{{name}}}" for name in sorted(names))
-
-
-def template_placeholders(task: Mapping[str, Any]) -> set[str]:
-    from sidecar.client.template import PLACEHOLDER
-
-    return {
-        name
-        for message in task.get("messages") or []
-        for name in PLACEHOLDER.findall(str(message.get("content", "")))
-    }
 
 
 def _admin(settings: Settings) -> Any:

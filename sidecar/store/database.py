@@ -8,6 +8,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, overload
 
 from alembic import command
@@ -16,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from pydantic_core import to_json
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sidecar.errors import ConfigError, StoreError
@@ -57,6 +58,18 @@ def _engine(url: str, on_sqlite: Any, on_postgresql: Any) -> Engine:
     if on_postgresql is not None:
         event.listen(engine, "connect", on_postgresql)
     return engine
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names when it does not exist (connecting would create it empty,
+    which a client must never do because of a typo); None for a file that exists, memory, or
+    another database."""
+    parsed = make_url(url)
+    name = parsed.database
+    if not parsed.drivername.startswith("sqlite") or name in (None, "", ":memory:"):
+        return None
+    path = Path(str(name))
+    return None if path.exists() else path
 
 
 def json_text(value: Any) -> str:
